@@ -23,7 +23,7 @@ from facestyle.errors import FacestyleError
 T = TypeVar("T")
 
 #: stderr console: progress and human messages. stdout is reserved for results (and --json).
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 STATE: dict[str, bool] = {"debug": bool(os.environ.get("FACESTYLE_DEBUG")), "quiet": False}
@@ -71,7 +71,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def progress(items: Iterable[T], total: int | None = None, label: str = "", quiet: bool = False) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int | None = None, label: str = "", quiet: bool = False
+) -> Iterator[T]:
     """Iterate with a rich progress bar on a TTY stderr; silently otherwise or when ``quiet``."""
     if quiet or STATE["quiet"] or not sys.stderr.isatty():
         yield from items

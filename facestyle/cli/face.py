@@ -1,0 +1,217 @@
+"""Face commands: detect, embed, compare, doctor, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
+from facestyle.errors import EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_NO_MATCH, EXIT_OK
+
+ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name or trained checkpoint file.")
+DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
+DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+
+
+def _batch_exit(statuses: list[str]) -> int:
+    """0 when every image gave a face; the no-face code when some had none; bad-input when some failed."""
+    if "error" in statuses:
+        return EXIT_BAD_INPUT
+    if "no_face" in statuses:
+        return EXIT_NO_FACE
+    return EXIT_OK
+
+
+def detect(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    detector: str = DetectorOpt,
+    draw: Path | None = typer.Option(
+        None, "--draw", help="Write a copy with boxes and landmarks (one image)."
+    ),
+    crop: Path | None = typer.Option(None, "--crop", help="Write aligned face chips into this folder."),
+    model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Chip geometry used by --crop."),
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Find faces: box, score and five landmarks per face."""
+    with user_errors():
+        from facestyle.detect import get_detector
+        from facestyle.errors import FacestyleError, UsageError
+        from facestyle.io import load_image
+
+        if draw is not None and len(images) != 1:
+            raise UsageError("--draw takes exactly one input image")
+        det = get_detector(detector, device=device)
+        results = []
+        for path in progress(images, total=len(images), label="detect", quiet=quiet or json):
+            try:
+                image = load_image(path)
+                faces = det.detect(image)
+            except FacestyleError as exc:
+                results.append({"image": str(path), "status": "error", "error": str(exc), "faces": []})
+                err.print(f"[red]error:[/] {exc}", highlight=False)
+                continue
+            if draw is not None:
+                from facestyle.detect.draw import draw_faces
+
+                draw_faces(image, faces, draw)
+            if crop is not None:
+                from facestyle.detect.crop import save_aligned_crops
+
+                save_aligned_crops(image, faces, crop, stem=Path(path).stem, model=model)
+            status = "ok" if faces else "no_face"
+            results.append({"image": str(path), "status": status, "faces": [f.to_dict() for f in faces]})
+        if json:
+            print_json(results if len(results) != 1 else results[0])
+        else:
+            for r in results:
+                if r["status"] != "ok":
+                    out.print(f"{r['image']}: {r['status']}")
+                    continue
+                for i, f in enumerate(r["faces"]):
+                    box = ", ".join(f"{v:.0f}" for v in f["box"])
+                    out.print(f"{r['image']}: face {i + 1} box=({box}) score={f['score']:.3f}")
+        raise typer.Exit(_batch_exit([r["status"] for r in results]))
+
+
+def embed(
+    images: list[Path] = typer.Argument(..., help="Image files (or aligned chips with --aligned)."),
+    model: str = ModelOpt,
+    detector: str = DetectorOpt,
+    aligned: bool = typer.Option(
+        False, "--aligned", help="Inputs are already aligned chips of the model's size."
+    ),
+    out_file: Path | None = typer.Option(
+        None, "--out", "-o", help="Save a .npy: one row per image (largest face; NaN if none)."
+    ),
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Embed faces: L2-normalised vectors of the chosen model."""
+    with user_errors():
+        import numpy as np
+
+        from facestyle.api import FacePipeline
+        from facestyle.errors import UsageError
+
+        if out_file is not None and out_file.suffix != ".npy":
+            raise UsageError(f"--out must name a .npy file, got {out_file}")
+        pipe = FacePipeline(model, detector, device=device)
+        results = list(
+            progress(
+                pipe.embed_files(images, aligned=aligned),
+                total=len(images),
+                label="embed",
+                quiet=quiet or json,
+            )
+        )
+        for r in results:
+            if r.status == "error":
+                err.print(f"[red]error:[/] {r.error}", highlight=False)
+        if out_file is not None:
+            rows = np.full((len(results), pipe.embedder.embedding_size), np.nan, dtype=np.float32)
+            for i, r in enumerate(results):
+                if r.faces and r.faces[0].embedding is not None:
+                    rows[i] = r.faces[0].embedding
+            np.save(out_file, rows)
+            note(f"wrote {out_file} ({len(results)} x {rows.shape[1]}, {pipe.model_name})")
+        if json:
+            for r in results:
+                print_json(r.to_dict())
+        elif out_file is None:
+            for r in results:
+                out.print(f"{r.path}: {r.status}" + (f", {len(r.faces)} face(s)" if r.faces else ""))
+        raise typer.Exit(_batch_exit([r.status for r in results]))
+
+
+def compare(
+    image1: Path = typer.Argument(..., help="First image."),
+    image2: Path = typer.Argument(..., help="Second image."),
+    model: str = ModelOpt,
+    detector: str = DetectorOpt,
+    threshold: float | None = typer.Option(
+        None, "--threshold", "-t", help="Cosine threshold (default: the model's measured one)."
+    ),
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Same person or not: cosine similarity of the largest faces. Exit 0 same, 1 different."""
+    with user_errors():
+        from facestyle.api import FacePipeline
+        from facestyle.api import compare as compare_images
+
+        pipe = FacePipeline(model, detector, device=device)
+        result = compare_images(image1, image2, pipeline=pipe, threshold=threshold)
+        if json:
+            print_json(
+                {
+                    "image1": str(image1),
+                    "image2": str(image2),
+                    "model": result.model,
+                    "similarity": round(result.similarity, 6),
+                    "threshold": result.threshold,
+                    "same": result.same,
+                }
+            )
+        else:
+            verdict = {
+                True: "same person",
+                False: "different people",
+                None: "no threshold: run `facestyle calibrate`",
+            }
+            out.print(
+                f"similarity {result.similarity:.4f} (threshold {result.threshold}): {verdict[result.same]}"
+            )
+        raise typer.Exit(EXIT_OK if result.same else EXIT_NO_MATCH)
+
+
+def doctor(json: bool = JsonOpt) -> None:
+    """Versions, device, cache paths and which model weights are present."""
+    with user_errors():
+        from facestyle.doctor import collect
+
+        report = collect()
+        if json:
+            print_json(report)
+            return
+        for key in (
+            "facestyle",
+            "python",
+            "torch",
+            "torchvision",
+            "numpy",
+            "faiss",
+            "opencv",
+            "device",
+            "threads",
+        ):
+            out.print(f"{key:12} {report[key]}")
+        out.print(f"{'home':12} {report['home']}")
+        for m in report["models"]:
+            out.print(f"model {m['name']:24} {m['status']:12} {m['path'] or m['hint']}")
+
+
+def demo(
+    data: Path = typer.Option(Path("../shared/data"), "--data", help="The shared data folder."),
+    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Where demo images are written."),
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Detect, align and compare real faces from the shared data, offline, and print the result."""
+    with user_errors():
+        from facestyle.demo import run_demo
+
+        report = run_demo(data, out_dir, printer=None if json else out.print, quiet=quiet)
+        if json:
+            print_json(report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(detect)
+    app.command()(embed)
+    app.command()(compare)
+    app.command()(doctor)
+    app.command()(demo)

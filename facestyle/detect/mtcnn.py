@@ -1,0 +1,92 @@
+"""MTCNN (Zhang et al., 2016) with the weights that ship inside facenet-pytorch's wheel.
+
+The three networks are facenet-pytorch's ``PNet``/``RNet``/``ONet`` modules built *without* their own
+loader and filled from the registry (checksum-verified, ``weights_only=True``). The cascade runs one
+image at a time: images of different sizes cannot share a pyramid, and a faceless image then simply
+yields an empty list instead of breaking the batch (facenet-pytorch#224).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facestyle.detect.base import DetectedFace, sort_faces
+from facestyle.device import default_device
+from facestyle.models.weights import load_torch_state
+
+
+def _build_nets(device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    nets = []
+    for cls, filename in ((PNet, "pnet.pt"), (RNet, "rnet.pt"), (ONet, "onet.pt")):
+        net = cls(pretrained=False)
+        net.load_state_dict(load_torch_state("mtcnn", filename))
+        nets.append(net.to(device).eval())
+    return tuple(nets)  # type: ignore[return-value]
+
+
+class MTCNNDetector:
+    """Boxes, scores and five landmarks per face.
+
+    ``min_face`` is the smallest face side in pixels searched for; ``thresholds`` are the three stage
+    confidences (the published 0.6/0.7/0.7); ``factor`` is the pyramid scale step.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        device: str | None = None,
+        min_face: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        min_score: float = 0.9,
+    ) -> None:
+        self.device = default_device(device)
+        self.min_face = min_face
+        self.thresholds = list(thresholds)
+        self.factor = factor
+        self.min_score = min_score
+        self.pnet, self.rnet, self.onet = _build_nets(self.device)
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 12:
+            return []
+        try:
+            boxes, points = detect_face(
+                np.ascontiguousarray(image),
+                self.min_face,
+                self.pnet,
+                self.rnet,
+                self.onet,
+                self.thresholds,
+                self.factor,
+                self.device,
+            )
+        except RuntimeError as exc:
+            # facenet-pytorch's cascade concatenates an empty list when every candidate of a stage
+            # falls outside the image; that means "no face", not a failure.
+            if "expected a non-empty list" in str(exc):
+                return []
+            raise
+        faces = []
+        for row, pts in zip(boxes[0], points[0], strict=True):
+            score = float(row[4])
+            if score < self.min_score:
+                continue
+            faces.append(
+                DetectedFace(
+                    box=np.asarray(row[:4], dtype=np.float32),
+                    score=score,
+                    landmarks=np.asarray(pts, dtype=np.float32).reshape(5, 2),
+                )
+            )
+        return sort_faces(faces)
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
+        return [self.detect(image) for image in images]
