@@ -1,0 +1,672 @@
+"""`Gallery`: a persistent set of named, L2-normalised face embeddings with fast 1:1 and 1:N search.
+
+This is the vector layer only (no images, no torch): an app or the CLI turns photos into embeddings
+with :class:`facestyle.api.FacePipeline` and hands them here (see :mod:`facestyle.gallery.faces`).
+
+Layout of a gallery directory (created 0700, files 0600):
+
+- ``gallery.sqlite`` (+ ``-wal``/``-shm``): the truth. See :mod:`facestyle.gallery.store`.
+- ``index.faiss``: a cache of the templates for search, stamped with the SQLite generation it
+  reflects. A missing, stale, corrupt or foreign file is caught up or rebuilt from SQLite on open.
+- ``lock``: the inter-process writer lock (a kernel ``flock``; nothing to clean up after a crash).
+
+Consistency model: an enrollment is done when its SQLite transaction commits. The index is brought up
+to date in memory right after, and written to disk by ``flush()``/``close()`` (or after every write
+with ``autosave=True``). A process killed between the two leaves an index file one or more
+generations behind; whoever opens the gallery next adds the missing templates from SQLite, so nothing
+reported as done is ever lost. Every search first compares the SQLite generation with the one in
+memory, so a long-lived ``Gallery`` also sees enrollments made by other processes.
+
+Threads: one ``Gallery`` may be shared. Searches run concurrently (FAISS releases the GIL); writes
+take an exclusive lock. Scores are cosine similarities in [-1, 1]; a name with several templates
+scores as its best template (max), because one good photo of a person is evidence enough and a
+mean would penalise people enrolled from varied photos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from facestyle.errors import GalleryError, UsageError
+from facestyle.gallery.index import MAX_TOMBSTONE_FRACTION, IndexInvalid, Stamp, VectorIndex, choose_kind
+from facestyle.gallery.locking import ReadWriteLock, WriterLock
+from facestyle.gallery.store import IdentityInfo, Store, check_name
+
+log = logging.getLogger("facestyle.gallery")
+
+DEFAULT_GALLERY = "gallery"
+GALLERY_ENV = "FACESTYLE_GALLERY"
+DB_NAME = "gallery.sqlite"
+INDEX_NAME = "index.faiss"
+LOCK_NAME = "lock"
+
+
+def resolve_gallery_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path`` if given, else ``$FACESTYLE_GALLERY``, else ``./gallery``."""
+    if path:
+        return Path(path).expanduser()
+    return Path(os.environ.get(GALLERY_ENV) or DEFAULT_GALLERY).expanduser()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Match:
+    """Answer for one query: ``identity`` is None ("unknown") when the best score is below threshold."""
+
+    identity: str | None
+    score: float | None
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    name: str
+    template_ids: tuple[int, ...]
+    #: True when this image (by SHA-256) was already enrolled under this name: nothing was added.
+    duplicate: bool = False
+    created: bool = False
+
+
+@dataclass
+class _Live:
+    """In-memory map from template id to identity, mirroring SQLite at generation ``gen``."""
+
+    gen: int = -1
+    tids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    owners: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    names: dict[int, str] = field(default_factory=dict)
+
+
+def unit_rows(embeddings: np.ndarray, dim: int | None) -> np.ndarray:
+    """``embeddings`` as a C-contiguous (N, D) float32 array with unit rows; refuse bad input."""
+    arr = np.asarray(embeddings, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise UsageError(f"expected one or more embeddings, got an array of shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise GalleryError(f"embeddings have {arr.shape[1]} dimensions; this gallery holds {dim}")
+    if not np.all(np.isfinite(arr)):
+        raise UsageError("embeddings contain NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if np.any(norms < 1e-6):
+        raise UsageError("an embedding is the zero vector")
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _single_thread_faiss(nq: int) -> Iterator[None]:
+    """Search small batches on one OpenMP thread.
+
+    On a busy 2-core machine, FAISS's OpenMP fan-out for a single query costs far more than it saves
+    (measured: flat 10k, 0.37 ms with 1 thread vs 10.7 ms with 2 under load). The setting is per
+    calling thread in libgomp, so concurrent searches in other threads are not affected.
+    """
+    if nq > 8:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+class Gallery:
+    """A gallery directory opened for use. Create with :meth:`Gallery.open`; close (or use ``with``)."""
+
+    def __init__(
+        self,
+        path: Path,
+        store: Store,
+        read_only: bool,
+        autosave: bool,
+        default_threshold: float | None,
+        on_note: Callable[[str], None] | None,
+    ) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.autosave = autosave
+        self._store = store
+        self._db = threading.RLock()  # one SQLite connection, used by one thread at a time
+        self._rw = ReadWriteLock()
+        self._lock = WriterLock(path / LOCK_NAME)
+        self._on_note = on_note
+        self._default_threshold = default_threshold
+        self._index: VectorIndex | None = None
+        self._live = _Live()
+        self._file_gen = -1  # generation stamped in the index file we last read or wrote
+        self._closed = False
+
+    # ---- opening and closing --------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        dim: int | None = None,
+        model_version: str | None = None,
+        create: bool = True,
+        read_only: bool = False,
+        autosave: bool = True,
+        default_threshold: float | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> Gallery:
+        """Open (with ``create``, make) the gallery at ``path`` (default: :func:`resolve_gallery_path`).
+
+        ``model``/``dim``/``model_version`` name the embedder whose vectors this caller will store or
+        search. A new gallery is bound to them; an existing one refuses a different model, because
+        similarities between embeddings of two models are meaningless.
+        """
+        gpath = resolve_gallery_path(path)
+        db = gpath / DB_NAME
+        if gpath.exists() and not gpath.is_dir():
+            raise GalleryError(f"{gpath}: exists and is not a directory")
+        if not db.exists():
+            if read_only or not create:
+                raise GalleryError(f"{gpath}: no gallery here (enroll someone first, or pass --gallery)")
+            if not gpath.exists():
+                try:
+                    gpath.mkdir(mode=0o700, parents=True)
+                except OSError as exc:
+                    raise GalleryError(
+                        f"{gpath}: cannot create the gallery directory ({exc.strerror})"
+                    ) from None
+        gallery = cls(gpath, None, read_only, autosave, default_threshold, on_note)  # type: ignore[arg-type]
+        try:
+            if read_only:
+                gallery._store = Store(db, read_only=True)
+            else:
+                with gallery._lock():
+                    gallery._store = Store(db)
+                    gallery._remove_stale_temp_files()
+            gallery._bind_model(model, dim, model_version)
+            with gallery._rw.write():
+                gallery._sync()
+            if gallery._rebuilt and not read_only:
+                gallery.flush()
+        except BaseException:
+            if gallery._store is not None:
+                gallery._store.close()
+            raise
+        return gallery
+
+    _rebuilt = False  # set when opening had to rebuild the index: write it at once for the others
+
+    def close(self) -> None:
+        """Write the index if it changed, and close the database. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if not self.read_only:
+                self.flush()
+        finally:
+            self._closed = True
+            with self._db:
+                self._store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GalleryError(f"{self.path}: gallery is closed")
+
+    def _note(self, message: str) -> None:
+        if self._on_note is not None:
+            self._on_note(message)
+        else:
+            log.warning(message)
+
+    def _remove_stale_temp_files(self) -> None:
+        # Only lock holders write temp files, and we hold the lock: any left over are from dead writers.
+        for tmp in self.path.glob(f"{INDEX_NAME}.tmp-*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    # ---- model binding and metadata -------------------------------------------------------------
+    @property
+    def model(self) -> str | None:
+        with self._db:
+            return self._store.get_meta("model")
+
+    @property
+    def model_version(self) -> str | None:
+        with self._db:
+            return self._store.get_meta("model_version")
+
+    @property
+    def dim(self) -> int | None:
+        with self._db:
+            value = self._store.get_meta("dim")
+        return None if value is None else int(value)
+
+    def _bind_model(self, model: str | None, dim: int | None, version: str | None) -> None:
+        with self._db:
+            have_model = self._store.get_meta("model")
+            have_dim = self._store.get_meta("dim")
+            have_version = self._store.get_meta("model_version")
+        if have_model is None:
+            if model is None:
+                return
+            if dim is None:
+                raise UsageError("binding a gallery to a model needs the embedding size (dim)")
+            if self.read_only:
+                return
+            with self._lock(), self._db, self._store.write() as conn:
+                if self._store.get_meta("model") is None:  # another process may have bound it meanwhile
+                    self._store.set_meta(conn, "model", model)
+                    self._store.set_meta(conn, "dim", str(int(dim)))
+                    self._store.set_meta(conn, "model_version", version)
+            return self._bind_model(model, dim, version)
+        if model is not None and model != have_model:
+            raise GalleryError(
+                f"{self.path} holds embeddings of model {have_model!r}, not {model!r}; scores between "
+                f"models are meaningless: use another --gallery, or the model {have_model!r}"
+            )
+        if dim is not None and have_dim is not None and int(have_dim) != int(dim):
+            raise GalleryError(f"{self.path} holds {have_dim}-d embeddings, not {dim}-d")
+        if version and have_version and version != have_version:
+            raise GalleryError(
+                f"{self.path} was enrolled with {have_model} weights {have_version}, these are {version}; "
+                "re-enroll into a new gallery"
+            )
+
+    @property
+    def threshold(self) -> float | None:
+        """The stored threshold (e.g. from ``facestyle calibrate``), else the model's default, else None."""
+        with self._db:
+            value = self._store.get_meta("threshold")
+        if value is not None:
+            return float(value)
+        if self._default_threshold is not None:
+            return self._default_threshold
+        model = self.model
+        if model is None:
+            return None
+        try:
+            from facestyle.models.registry import get_model
+
+            return get_model(model).default_threshold
+        except Exception:  # an unregistered (e.g. fine-tuned checkpoint) model has no default
+            return None
+
+    def set_threshold(self, value: float | None, source: str = "") -> None:
+        """Store the gallery's cosine threshold (None clears it), with where it came from."""
+        if value is not None and not -1.0 <= float(value) <= 1.0:
+            raise UsageError(f"a cosine threshold is between -1 and 1, got {value}")
+        self._write(
+            lambda conn: (
+                self._store.set_meta(conn, "threshold", None if value is None else repr(float(value))),
+                self._store.set_meta(conn, "threshold_source", source if value is not None else None),
+            )
+        )
+
+    def _resolve_threshold(self, threshold: float | None) -> float:
+        value = threshold if threshold is not None else self.threshold
+        if value is None:
+            raise UsageError("no threshold: this gallery and its model have none; pass --threshold")
+        return float(value)
+
+    # ---- keeping the index in step with SQLite ---------------------------------------------------
+    @contextlib.contextmanager
+    def _read_txn(self) -> Iterator[None]:
+        """One SQLite read snapshot (WAL readers do not block writers) for a multi-query catch-up."""
+        with self._db:
+            self._store.conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._store.conn.execute("COMMIT")
+
+    def _sync(self) -> None:
+        """Bring the in-memory index and id map to the current SQLite generation (caller holds _rw.write)."""
+        with self._db:
+            gen = self._store.generation()
+            if gen == self._live.gen and (self._index is not None or self._store.get_meta("dim") is None):
+                return
+            with self._read_txn():
+                self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        store = self._store
+        gen = store.generation()
+        dim_text = store.get_meta("dim")
+        if dim_text is None:  # an empty gallery not bound to a model yet
+            self._live = _Live(gen=gen)
+            return
+        dim = int(dim_text)
+        tids, owners = store.template_ids()
+        names = store.identity_names()
+        model = store.get_meta("model") or ""
+        gallery_id = store.get_meta("gallery_id") or ""
+        if self._index is None:
+            try:
+                self._index, stamp = VectorIndex.load(self.path / INDEX_NAME, gallery_id, model, dim)
+                self._file_gen = stamp.generation
+                if stamp.generation > gen:
+                    raise IndexInvalid("the index file is newer than the database (restored backup?)")
+                self._spot_check(tids, dim)
+            except IndexInvalid as why:
+                if len(tids) or str(why) != "no index file":
+                    self._note(f"{self.path}: {why}; rebuilding the index from the database")
+                self._index = None
+        index = self._index
+        kind = choose_kind(len(tids), index.kind if index else None)
+        if index is not None:
+            gone = np.setdiff1d(index.ids, tids, assume_unique=True)
+            tombstones = len(gone) if index.kind == "hnsw" else 0
+            if kind != index.kind or tombstones > MAX_TOMBSTONE_FRACTION * max(index.ntotal, 1):
+                index = None
+        if index is None:
+            self._index = self._build(kind, dim, len(tids))
+            self._rebuilt = True
+            self._file_gen = -1
+        else:
+            index.remove(gone)
+            new = np.setdiff1d(tids, index.ids, assume_unique=True)
+            if len(new):
+                for ids, vecs in store.vectors(new, dim):
+                    index.add(ids, vecs)
+        self._live = _Live(gen, tids, owners, names)
+
+    def _build(self, kind: str, dim: int, n: int) -> VectorIndex:
+        index = VectorIndex(kind, dim)
+        t0 = time.perf_counter()
+        if kind == "hnsw":
+            self._note(f"{self.path}: building an HNSW index of {n:,} templates (minutes for a million)")
+        for ids, vecs in self._store.vectors(None, dim):
+            index.add(ids, vecs)
+        log.info("built %s index of %d templates in %.1f s", kind, index.ntotal, time.perf_counter() - t0)
+        return index
+
+    def _spot_check(self, tids: np.ndarray, dim: int, samples: int = 8) -> None:
+        """Compare a few vectors of the loaded index with SQLite: catches a file from another state."""
+        assert self._index is not None
+        have = np.intersect1d(tids, self._index.ids, assume_unique=True)
+        if len(have) == 0:
+            return
+        pick = have[np.linspace(0, len(have) - 1, min(samples, len(have))).astype(int)]
+        for ids, vecs in self._store.vectors(np.unique(pick), dim):
+            for i, v in zip(ids, vecs, strict=True):
+                got = self._index.index.reconstruct(int(i))
+                if not np.allclose(got, v / np.linalg.norm(v), atol=1e-5):
+                    raise IndexInvalid("the index file does not match the database")
+
+    def _refresh(self) -> None:
+        """Catch up with writes made by other processes (cheap when there were none)."""
+        with self._db:
+            gen = self._store.generation()
+        if gen != self._live.gen:
+            with self._rw.write():
+                self._sync()
+
+    def flush(self) -> None:
+        """Write the index file if it is behind the database (takes the writer lock briefly)."""
+        self._check_open()
+        if self.read_only:
+            return
+        with self._rw.write(), self._lock():
+            self._sync()
+            if self._index is None or self._file_gen == self._live.gen:
+                return
+            with self._db:
+                gallery_id = self._store.get_meta("gallery_id") or ""
+                model = self._store.get_meta("model") or ""
+            stamp = Stamp(gallery_id, model, self._index.dim, self._live.gen, self._index.kind)
+            self._index.save(self.path / INDEX_NAME, stamp)
+            self._file_gen = self._live.gen
+
+    def rebuild(self) -> int:
+        """Rebuild the index from SQLite and write it; returns the number of templates indexed."""
+        self._check_open()
+        if self.read_only:
+            raise GalleryError(f"{self.path}: opened read-only")
+        with self._rw.write(), self._lock():
+            self._index = None
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / INDEX_NAME).unlink()
+            self._live = _Live()
+            self._sync()
+            self._file_gen = -1
+        self.flush()
+        return 0 if self._index is None else self._index.ntotal
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def _write(self, body: Callable[..., object]) -> object:
+        """Run ``body(conn)`` in one SQLite transaction under both locks, then update the index."""
+        self._check_open()
+        if self.read_only:
+            raise GalleryError(f"{self.path}: opened read-only")
+        with self._rw.write(), self._lock():
+            self._sync()
+            with self._db, self._store.write() as conn:
+                result = body(conn)
+            self._sync()
+        if self.autosave:
+            self.flush()
+        return result
+
+    def enroll(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        image_sha256: str | None = None,
+        source: str | None = None,
+        detector: str | None = None,
+        boxes: Sequence[Sequence[float]] | None = None,
+    ) -> EnrollResult:
+        """Add one or more templates (rows of ``embeddings``) for ``name``, creating it if new.
+
+        All rows are committed together. With ``image_sha256``, enrolling the same image for the same
+        name again adds nothing (``duplicate=True``), so re-running an interrupted batch is safe.
+        """
+        name = check_name(name)
+        dim = self.dim
+        if dim is None:
+            raise GalleryError(
+                f"{self.path}: the gallery is not bound to a model; open it with model= and dim="
+            )
+        vecs = unit_rows(embeddings, dim)
+        if boxes is not None and len(boxes) != len(vecs):
+            raise UsageError("one box per embedding")
+
+        def body(conn: object) -> EnrollResult:
+            store = self._store
+            existing = store.identity_id(name)
+            if image_sha256 and existing is not None and store.has_image(existing, image_sha256):
+                return EnrollResult(name, (), duplicate=True)
+            now = time.time()
+            ident = store.ensure_identity(conn, name, now)
+            ids = tuple(
+                store.add_template(
+                    conn, ident, v, now, image_sha256, source, detector,
+                    None if boxes is None else json.dumps([round(float(b), 2) for b in boxes[i]]),
+                )
+                for i, v in enumerate(vecs)
+            )  # fmt: skip
+            return EnrollResult(name, ids, created=existing is None)
+
+        return self._write(body)  # type: ignore[return-value]
+
+    def remove(self, name: str) -> int:
+        """Remove ``name`` and all its templates; returns how many templates went."""
+        name = check_name(name)
+
+        def body(conn: object) -> int:
+            ident = self._store.identity_id(name)
+            if ident is None:
+                raise GalleryError(f"{name!r} is not enrolled in {self.path}")
+            n = conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id = ?", (ident,)).fetchone()[0]
+            conn.execute("DELETE FROM templates WHERE identity_id = ?", (ident,))
+            conn.execute("DELETE FROM identities WHERE id = ?", (ident,))
+            return int(n)
+
+        return self._write(body)  # type: ignore[return-value]
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename identity ``old`` to ``new`` (which must not exist); templates are kept."""
+        old, new = check_name(old), check_name(new)
+
+        def body(conn: object) -> None:
+            ident = self._store.identity_id(old)
+            if ident is None:
+                raise GalleryError(f"{old!r} is not enrolled in {self.path}")
+            if old == new:
+                return
+            if self._store.identity_id(new) is not None:
+                raise GalleryError(f"{new!r} is already enrolled; remove it first or pick another name")
+            conn.execute(
+                "UPDATE identities SET name = ?, updated_at = ? WHERE id = ?", (new, time.time(), ident)
+            )
+
+        self._write(body)
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self._check_open()
+        with self._db:
+            return self._store.names()
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        with self._db:
+            return self._store.identity_id(check_name(name)) is not None
+
+    def __len__(self) -> int:
+        with self._db:
+            return self._store.counts()[0]
+
+    def show(self, name: str) -> IdentityInfo:
+        self._check_open()
+        with self._db:
+            info = self._store.show(check_name(name))
+        if info is None:
+            raise GalleryError(f"{name!r} is not enrolled in {self.path}")
+        return info
+
+    def template_counts(self) -> dict[str, int]:
+        with self._db:
+            return self._store.template_counts()
+
+    def verify(self, name: str, embedding: np.ndarray) -> float:
+        """Cosine similarity between ``embedding`` and ``name``'s best template (exact, from SQLite)."""
+        self._check_open()
+        name = check_name(name)
+        dim = self.dim
+        query = unit_rows(embedding, dim)
+        if len(query) != 1:
+            raise UsageError("verify takes one embedding")
+        with self._db:
+            ident = self._store.identity_id(name)
+            if ident is None:
+                raise GalleryError(f"{name!r} is not enrolled in {self.path}")
+            vecs = self._store.identity_vectors(ident, dim)  # type: ignore[arg-type]
+        vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        return float(np.max(vecs @ query[0]))
+
+    def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Candidate]]:
+        """Top ``top_k`` names per query row, each scored by its best template, best first."""
+        self._check_open()
+        if top_k < 1:
+            raise UsageError("top-k must be at least 1")
+        queries = unit_rows(embeddings, self.dim)
+        self._refresh()
+        with self._rw.read():
+            index, live = self._index, self._live
+            if index is None or index.ntotal == 0 or len(live.tids) == 0:
+                return [[] for _ in range(len(queries))]
+            results: list[list[Candidate] | None] = [None] * len(queries)
+            todo = np.arange(len(queries))
+            k = min(index.ntotal, top_k * 4 + 16)
+            while len(todo):
+                with _single_thread_faiss(len(todo)):
+                    scores, ids = index.search(queries[todo], k)
+                retry = []
+                for row, qi in enumerate(todo):
+                    cands = self._aggregate(scores[row], ids[row], live, top_k)
+                    if len(cands) < top_k and k < index.ntotal and len(cands) < len(live.names):
+                        retry.append(qi)
+                    else:
+                        results[qi] = cands
+                todo = np.asarray(retry, dtype=np.int64)
+                k = min(index.ntotal, k * 4)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _aggregate(scores: np.ndarray, ids: np.ndarray, live: _Live, top_k: int) -> list[Candidate]:
+        valid = ids >= 0
+        scores, ids = scores[valid], ids[valid]
+        pos = np.searchsorted(live.tids, ids)
+        pos_ok = pos < len(live.tids)
+        hit = np.zeros(len(ids), bool)
+        hit[pos_ok] = live.tids[pos[pos_ok]] == ids[pos_ok]  # False for tombstones
+        best: dict[int, float] = {}
+        for s, p in zip(scores[hit], pos[hit], strict=True):  # hits come best first
+            owner = int(live.owners[p])
+            if owner not in best:
+                best[owner] = float(s)
+                if len(best) == top_k:
+                    break
+        return [Candidate(live.names[o], min(1.0, s)) for o, s in best.items()]
+
+    def identify(self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None) -> list[Match]:
+        """Per query row: the best name if it scores at least ``threshold`` (else None) and the candidates."""
+        thr = self._resolve_threshold(threshold)
+        out = []
+        for cands in self.search(embeddings, top_k):
+            if cands and cands[0].score >= thr:
+                out.append(Match(cands[0].name, cands[0].score, tuple(cands)))
+            else:
+                out.append(Match(None, cands[0].score if cands else None, tuple(cands)))
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counts, model, threshold, index layout and file sizes, for ``facestyle gallery stats``."""
+        self._check_open()
+        self._refresh()
+        with self._db:
+            n_id, n_t = self._store.counts()
+            meta = {k: self._store.get_meta(k) for k in ("model", "model_version", "dim", "generation",
+                                                         "threshold_source", "created_at")}  # fmt: skip
+        index = self._index
+        files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+        return {
+            "path": str(self.path),
+            "identities": n_id,
+            "templates": n_t,
+            "model": meta["model"],
+            "model_version": meta["model_version"],
+            "dim": None if meta["dim"] is None else int(meta["dim"]),
+            "threshold": self.threshold,
+            "threshold_source": meta["threshold_source"],
+            "generation": int(meta["generation"] or 0),
+            "index_kind": None if index is None else index.kind,
+            "index_vectors": 0 if index is None else index.ntotal,
+            "index_tombstones": 0 if index is None else index.ntotal - len(self._live.tids),
+            "index_file_generation": self._file_gen,
+            "files": files,
+        }

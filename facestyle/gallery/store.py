@@ -1,0 +1,308 @@
+"""The gallery's source of truth: one SQLite file with identities, templates and metadata.
+
+Everything that must survive a crash lives here and nowhere else; the FAISS index is a cache built
+from these rows. Writes are short ``BEGIN IMMEDIATE`` transactions in WAL mode with
+``synchronous=FULL``, so an enrollment that returned is on disk, and a process killed mid-write
+leaves the previous committed state. Every write bumps ``meta.generation``: readers compare it with
+the generation stamped in the index file (and in their own memory) to know when to catch up.
+
+Template ids come from ``AUTOINCREMENT`` and are therefore never reused, even after removals: an id
+seen once always means the same vector, which is what lets the index be updated by set difference
+instead of rebuilt.
+
+Names are data: they are stored in a column, validated only for being printable, and never used to
+build a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facestyle.errors import GalleryError, UsageError
+
+SCHEMA_VERSION = 1
+MAX_NAME_LENGTH = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id  INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    embedding    BLOB NOT NULL,
+    image_sha256 TEXT,
+    source       TEXT,
+    detector     TEXT,
+    box          TEXT,
+    created_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
+"""
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """One stored template (without its vector)."""
+
+    id: int
+    image_sha256: str | None
+    source: str | None
+    detector: str | None
+    box: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    name: str
+    created_at: float
+    updated_at: float
+    templates: tuple[TemplateInfo, ...]
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` normalised (NFC, stripped) or raise :class:`UsageError`.
+
+    Any printable text is a valid name, including ``../x`` or ``a/b``: names never become paths.
+    Control characters are refused because they would garble terminal output and logs.
+    """
+    if not isinstance(name, str):
+        raise UsageError(f"a name must be text, not {type(name).__name__}")
+    norm = unicodedata.normalize("NFC", name).strip()
+    if not norm:
+        raise UsageError("a name cannot be empty")
+    if len(norm) > MAX_NAME_LENGTH:
+        raise UsageError(f"a name is at most {MAX_NAME_LENGTH} characters (got {len(norm)})")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in norm):
+        raise UsageError(f"name {norm!r} contains control characters")
+    return norm
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (never loosens an existing file)."""
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+
+def _as_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class Store:
+    """Thin, typed access to the SQLite file. Not thread-safe by itself: :class:`Gallery` serialises."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        if not read_only:
+            # SQLite gives its -wal and -shm files the permissions of the database file, so creating
+            # the database 0600 ourselves makes the whole set private regardless of the umask.
+            create_private_file(path)
+        elif not path.exists():
+            raise GalleryError(f"{path.parent}: no gallery here (no {path.name})")
+        try:
+            self.conn = sqlite3.connect(
+                path, timeout=60.0, isolation_level=None, check_same_thread=False, cached_statements=64
+            )
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":  # e.g. a network file system; rollback journal is still atomic
+                self.conn.execute("PRAGMA journal_mode = DELETE")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if not read_only:
+                with self.write():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self._init_meta()
+            version = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{path}: not a readable gallery database ({exc})") from None
+        if version is None or int(version) != SCHEMA_VERSION:
+            raise GalleryError(
+                f"{path}: gallery schema version {version}, this facestyle reads {SCHEMA_VERSION}"
+            )
+
+    def _init_meta(self) -> None:
+        defaults = {
+            "schema_version": str(SCHEMA_VERSION),
+            "gallery_id": uuid.uuid4().hex,
+            "generation": "0",
+            "created_at": repr(time.time()),
+        }
+        for key, value in defaults.items():
+            self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction that also bumps the generation counter."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    # ---- metadata -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, conn: sqlite3.Connection, key: str, value: str | None) -> None:
+        if value is None:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    # ---- identities and templates ---------------------------------------------------------------
+    def identity_id(self, name: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def ensure_identity(self, conn: sqlite3.Connection, name: str, now: float) -> int:
+        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE identities SET updated_at = ? WHERE id = ?", (now, row[0]))
+            return int(row[0])
+        cur = conn.execute(
+            "INSERT INTO identities(name, created_at, updated_at) VALUES (?, ?, ?)", (name, now, now)
+        )
+        return int(cur.lastrowid)
+
+    def has_image(self, identity_id: int, image_sha256: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM templates WHERE identity_id = ? AND image_sha256 = ? LIMIT 1",
+            (identity_id, image_sha256),
+        ).fetchone()
+        return row is not None
+
+    def add_template(
+        self,
+        conn: sqlite3.Connection,
+        identity_id: int,
+        vector: np.ndarray,
+        now: float,
+        image_sha256: str | None = None,
+        source: str | None = None,
+        detector: str | None = None,
+        box: str | None = None,
+    ) -> int:
+        cur = conn.execute(
+            "INSERT INTO templates(identity_id, embedding, image_sha256, source, detector, box, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (identity_id, _as_blob(vector), image_sha256, source, detector, box, now),
+        )
+        return int(cur.lastrowid)
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM identities ORDER BY name")]
+
+    def identity_names(self) -> dict[int, str]:
+        return {int(i): n for i, n in self.conn.execute("SELECT id, name FROM identities")}
+
+    def counts(self) -> tuple[int, int]:
+        n_id = self.conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+        n_t = self.conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        return int(n_id), int(n_t)
+
+    def template_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ``(template ids, identity ids)``, sorted by template id."""
+        rows = self.conn.execute("SELECT id, identity_id FROM templates ORDER BY id").fetchall()
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        arr = np.asarray(rows, dtype=np.int64)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def vectors(
+        self, ids: np.ndarray | None, dim: int, batch: int = 20_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids, vectors)`` chunks for ``ids`` (all templates when None), in id order."""
+        if ids is None:
+            last = -1
+            while True:
+                rows = self.conn.execute(
+                    "SELECT id, embedding FROM templates WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                ).fetchall()
+                if not rows:
+                    return
+                yield self._decode(rows, dim)
+                last = rows[-1][0]
+        else:
+            ids = np.asarray(ids, dtype=np.int64)
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT id, embedding FROM templates WHERE id IN ({marks}) ORDER BY id", chunk
+                ).fetchall()
+                if rows:
+                    yield self._decode(rows, dim)
+
+    def _decode(self, rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        blob = b"".join(r[1] for r in rows)
+        vecs = np.frombuffer(blob, dtype="<f4")
+        if vecs.size != len(rows) * dim:
+            raise GalleryError(f"{self.path}: a stored template does not have {dim} dimensions")
+        return ids, vecs.reshape(len(rows), dim).astype(np.float32, copy=False)
+
+    def identity_vectors(self, identity_id: int, dim: int) -> np.ndarray:
+        rows = self.conn.execute(
+            "SELECT id, embedding FROM templates WHERE identity_id = ? ORDER BY id", (identity_id,)
+        ).fetchall()
+        if not rows:
+            return np.empty((0, dim), np.float32)
+        return self._decode(rows, dim)[1]
+
+    def show(self, name: str) -> IdentityInfo | None:
+        row = self.conn.execute(
+            "SELECT id, created_at, updated_at FROM identities WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            return None
+        templates = tuple(
+            TemplateInfo(int(t[0]), t[1], t[2], t[3], t[4], float(t[5]))
+            for t in self.conn.execute(
+                "SELECT id, image_sha256, source, detector, box, created_at FROM templates"
+                " WHERE identity_id = ? ORDER BY id",
+                (row[0],),
+            )
+        )
+        return IdentityInfo(name, float(row[1]), float(row[2]), templates)
+
+    def template_counts(self) -> dict[str, int]:
+        return {
+            n: int(c)
+            for n, c in self.conn.execute(
+                "SELECT i.name, COUNT(t.id) FROM identities i LEFT JOIN templates t ON t.identity_id = i.id"
+                " GROUP BY i.id ORDER BY i.name"
+            )
+        }
