@@ -1,0 +1,83 @@
+"""load_image: every mode and orientation becomes upright RGB; bad files fail with one clear line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facestyle.errors import ImageError
+from facestyle.io.images import load_image
+
+
+def _gradient(w: int = 40, h: int = 20) -> Image.Image:
+    arr = np.zeros((h, w, 3), dtype=np.uint8)
+    arr[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    arr[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    arr[..., 2] = 77
+    return Image.fromarray(arr)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = _gradient()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = load_image(path)
+    assert out.shape == (40, 20, 3)  # width and height swapped
+    expected = np.asarray(img.transpose(Image.Transpose.ROTATE_270))
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16", "1"])
+def test_modes_become_rgb(tmp_path, mode):
+    img = _gradient().convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.arange(800, dtype=np.uint16).reshape(20, 40) * 80)
+    )
+    ext = "tiff" if mode in ("CMYK", "I;16") else "png"
+    path = tmp_path / f"img.{ext}"
+    img.save(path)
+    out = load_image(path)
+    assert out.dtype == np.uint8 and out.shape == (20, 40, 3)
+    if mode == "L":
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    if mode == "I;16":
+        assert out[..., 0].max() == 255 and out[..., 0].min() == 0  # stretched, not clipped to black
+
+
+def test_alpha_composites_onto_white(tmp_path):
+    arr = np.zeros((4, 4, 4), dtype=np.uint8)  # fully transparent black
+    path = tmp_path / "clear.png"
+    Image.fromarray(arr, "RGBA").save(path)
+    assert (load_image(path) == 255).all()
+
+
+def test_pgm_from_shared_data(att_dir):
+    out = load_image(att_dir / "s1" / "1.pgm")
+    assert out.shape == (112, 92, 3)
+    assert 40 < out.mean() < 200
+
+
+def test_non_image_and_missing_and_truncated(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(text)
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "absent.png")
+    good = tmp_path / "good.jpg"
+    _gradient(200, 200).save(good, quality=90)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_image(cut)
+
+
+def test_huge_image_refused_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("L", (3000, 2000)).save(path)
+    with pytest.raises(ImageError, match="more than the"):
+        load_image(path, max_pixels=5_000_000)
+    assert load_image(path, max_pixels=6_000_000).shape == (2000, 3000, 3)
