@@ -1,0 +1,123 @@
+"""Crash and concurrency safety with real processes: SIGKILL at random moments, 4 writers at once.
+
+The worker (enroll_worker.py) prints ``done NAME`` after each committed enrollment; everything it
+printed before being killed must be in the gallery afterwards, with its exact vector, and searchable.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from enroll_worker import DIM, MODEL, vector_for
+
+from facestyle.gallery import Gallery
+
+WORKER = Path(__file__).with_name("enroll_worker.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_worker(gallery: Path, prefix: str, count: int, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-u", str(WORKER), str(gallery), prefix, str(count), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+class LineReader:
+    """Collect a child's stdout lines in a thread, so we can kill it at any moment and keep them."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.first_done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _run(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            self.lines.append(line.strip())
+            if line.startswith("done "):
+                self.first_done.set()
+
+    def done_names(self) -> list[str]:
+        self._thread.join(timeout=30)
+        return [line[5:] for line in self.lines if line.startswith("done ")]
+
+
+def check_gallery(path: Path, expected: list[str]) -> None:
+    """The gallery opens, holds every name in ``expected`` with its exact vector, and finds each one."""
+    with Gallery.open(path, model=MODEL, dim=DIM) as g:
+        names = set(g.names())
+        missing = [n for n in expected if n not in names]
+        assert not missing, f"lost {len(missing)} enrollments reported as done, e.g. {missing[:3]}"
+        if expected:
+            vecs = np.stack([vector_for(n) for n in expected])
+            for name, v in zip(expected[-5:], vecs[-5:], strict=True):
+                assert g.verify(name, v) == pytest.approx(1.0, abs=1e-5)
+            found = [m.identity for m in g.identify(vecs, top_k=1, threshold=0.999)]
+            assert found == expected
+        stats = g.stats()
+        assert stats["index_vectors"] - stats["index_tombstones"] == stats["templates"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_reported(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    gallery = tmp_path / "gallery"
+    survived: list[str] = []
+    rounds = 24
+    kills_after_work = 0
+    for r in range(rounds):
+        # The first rounds kill a worker on a fresh gallery at any time after start (creation,
+        # model binding, first commit); the rest kill mid-stream, after at least one commit.
+        fresh = r < 4
+        target = tmp_path / f"fresh{r}" if fresh else gallery
+        autosave = "--no-autosave" if r % 3 == 2 else "--autosave"
+        proc = start_worker(target, f"r{r}_", 100_000, autosave)
+        reader = LineReader(proc)
+        if fresh:
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            assert reader.first_done.wait(timeout=120), f"worker never enrolled: {proc.stderr.read()}"
+            time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, "the worker ended before it was killed"
+        done = reader.done_names()
+        if fresh:
+            if (target / "gallery.sqlite").exists():
+                check_gallery(target, done)
+            else:
+                assert done == []
+        else:
+            kills_after_work += 1
+            survived += done
+            check_gallery(gallery, survived)
+    assert kills_after_work >= 20
+    assert len(survived) >= 20  # the kills did land among real work
+
+
+@pytest.mark.slow
+def test_four_processes_enrolling_at_once(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    procs = [start_worker(gallery, f"w{k}_", 25) for k in range(4)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+    done = [line[5:] for out, _ in outputs for line in out.splitlines() if line.startswith("done ")]
+    assert len(done) == 100
+    check_gallery(gallery, sorted(done))
+    with Gallery.open(gallery) as g:
+        assert len(g) == 100 and g.stats()["templates"] == 100
