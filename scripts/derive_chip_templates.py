@@ -34,8 +34,13 @@ def dlib_image_to_chip(details) -> np.ndarray:
         dx, dy = x - cx, y - cy
         return (cos * dx - sin * dy + cx, sin * dx + cos * dy + cy)
 
-    src = np.array([rotate(rect.left(), rect.top()), rotate(rect.right(), rect.top()),
-                    rotate(rect.right(), rect.bottom())])
+    src = np.array(
+        [
+            rotate(rect.left(), rect.top()),
+            rotate(rect.right(), rect.top()),
+            rotate(rect.right(), rect.bottom()),
+        ]
+    )
     dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], dtype=np.float64)
     return similarity_transform(src, dst)
 
@@ -44,8 +49,11 @@ def main() -> int:
     import dlib
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[1].parent
-                                                          / "shared/data/faces/lfw-view1/images"))
+    parser.add_argument(
+        "images",
+        nargs="?",
+        default=str(Path(__file__).resolve().parents[1].parent / "shared/data/faces/lfw-view1/images"),
+    )
     parser.add_argument("--limit", type=int, default=600)
     args = parser.parse_args()
 
@@ -64,7 +72,9 @@ def main() -> int:
         shape = shape5(image, dets[0])
         matrix = dlib_image_to_chip(dlib.get_face_chip_details(shape, size=150, padding=0.25))
         face = faces[0]
-        centre = apply_transform(matrix, [[(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2]])[0]
+        centre = apply_transform(
+            matrix, [[(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2]]
+        )[0]
         if not (0 <= centre[0] < 150 and 0 <= centre[1] < 150):
             continue  # MTCNN's best face is not dlib's face
         samples.append(apply_transform(matrix, face.landmarks))

@@ -23,7 +23,7 @@ from facestyle.models.registry import ModelSpec, WeightFile, get_model
 
 
 def facestyle_home() -> Path:
-    """Root of the cache: ``$FACESTYLE_HOME``, else ``$XDG_CACHE_HOME/facestyle``, else ``~/.cache/facestyle``."""
+    """Cache root: ``$FACESTYLE_HOME``, else ``$XDG_CACHE_HOME/facestyle``, else ``~/.cache/facestyle``."""
     if os.environ.get("FACESTYLE_HOME"):
         return Path(os.environ["FACESTYLE_HOME"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -32,8 +32,10 @@ def test_exif_orientation_is_applied(tmp_path):
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16", "1"])
 def test_modes_become_rgb(tmp_path, mode):
-    img = _gradient().convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.arange(800, dtype=np.uint16).reshape(20, 40) * 80)
+    img = (
+        _gradient().convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.arange(800, dtype=np.uint16).reshape(20, 40) * 80)
     )
     ext = "tiff" if mode in ("CMYK", "I;16") else "png"
     path = tmp_path / f"img.{ext}"

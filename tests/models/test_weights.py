@@ -1,0 +1,94 @@
+"""Weights registry: package files found without importing the package, checksums enforced,
+offline import for downloadable models, and facenet's real loading path with a file the test creates."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from facestyle.errors import ChecksumError, WeightsMissingError
+from facestyle.models import registry
+from facestyle.models.weights import import_weights, load_torch_state, models_dir, weight_path
+
+
+def test_package_weights_found_without_importing_the_package():
+    sys.modules.pop("face_recognition_models", None)
+    path = weight_path("dlib-resnet-v1")
+    assert path.name == "dlib_face_recognition_resnet_model_v1.dat" and path.is_file()
+    # find_spec only: the package's __init__ (which needs pkg_resources) never ran
+    assert "face_recognition_models" not in sys.modules
+
+
+def test_mtcnn_state_dicts_load_weights_only():
+    state = load_torch_state("mtcnn", "onet.pt")
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert any(k.startswith("conv1") for k in state)
+
+
+def test_missing_download_names_file_and_command():
+    with pytest.raises(WeightsMissingError) as info:
+        weight_path("vgg19-imagenet")
+    message = str(info.value)
+    assert "vgg19-dcbb9e9d.pth" in message and "facestyle models import vgg19-imagenet" in message
+    assert "\n" not in message
+
+
+def test_import_rejects_wrong_checksum(tmp_path):
+    bogus = tmp_path / "vgg19-dcbb9e9d.pth"
+    bogus.write_bytes(b"not the weights")
+    with pytest.raises(ChecksumError, match="matches no file"):
+        import_weights("vgg19-imagenet", bogus)
+    assert not (models_dir() / "vgg19-dcbb9e9d.pth").exists()
+
+
+@pytest.fixture
+def facenet_file(tmp_path, monkeypatch):
+    """A facenet-layout state dict (seeded, with the 8631-way logits layer the release file has), and a
+    registry entry whose digest is that file's: exactly what `models import` would see for the real one."""
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(0)
+    net = InceptionResnetV1(pretrained=None, classify=True, num_classes=8631).eval()
+    path = tmp_path / "20180402-114759-vggface2.pt"
+    torch.save(net.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = registry.MODELS["facenet-vggface2"]
+    patched = dataclasses.replace(spec, files=(dataclasses.replace(spec.files[0], sha256=digest),))
+    monkeypatch.setitem(registry.MODELS, "facenet-vggface2", patched)
+    return path, net
+
+
+def test_facenet_import_then_embed(facenet_file):
+    from facestyle.embed.embedder import _CACHE, load_embedder
+
+    path, reference = facenet_file
+    with pytest.raises(WeightsMissingError):
+        load_embedder("facenet-vggface2")
+    target = import_weights("facenet-vggface2", path)
+    assert target.parent == models_dir() and target.stat().st_size == path.stat().st_size
+    _CACHE.clear()
+    embedder = load_embedder("facenet-vggface2")
+    assert (embedder.input_size, embedder.embedding_size) == (160, 512)
+    chips = np.random.default_rng(0).integers(0, 256, size=(3, 160, 160, 3), dtype=np.uint8)
+    ours = embedder.embed_chips(chips)
+    x = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+    reference.classify = False
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(reference(x), dim=1).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    _CACHE.clear()
+
+
+def test_corrupted_cache_file_is_refused(facenet_file):
+    path, _ = facenet_file
+    target = import_weights("facenet-vggface2", path)
+    with open(target, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00" * 16)
+    with pytest.raises(ChecksumError, match="does not match"):
+        weight_path("facenet-vggface2")
