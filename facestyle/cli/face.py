@@ -54,9 +54,9 @@ def detect(
                 err.print(f"[red]error:[/] {exc}", highlight=False)
                 continue
             if draw is not None:
-                from facestyle.detect.draw import draw_faces
+                from facestyle.detect.draw import draw_to_file
 
-                draw_faces(image, faces, draw)
+                draw_to_file(draw, image, faces)
             if crop is not None:
                 from facestyle.detect.crop import save_aligned_crops
 
