@@ -40,6 +40,7 @@ __all__ = [
     "anet_spec",
     "chips_to_tensor",
     "load_dlib_resnet",
+    "add_into",
     "zero_extended_add",
 ]
 
@@ -97,16 +98,35 @@ def zero_extended_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib's ``add_prev`` on NCHW tensors: zero-extend both to the larger C, H and W, then add.
 
     The smaller tensor occupies the low channels and the top-left corner, as in dlib's ``tt::add``.
+    Returns a new tensor; see :func:`add_into` for the allocation-free form used in the network.
+    """
+    return add_into(a.clone(), b)
+
+
+def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``zero_extended_add(a, b)``, reusing ``a``'s storage whenever ``a`` is at least as large as ``b``.
+
+    In the "down" blocks the conv branch usually has more channels and the same or larger spatial size
+    than the pooled shortcut, so the shortcut is added into a channel/corner slice of it in place,
+    instead of padding both operands.
     """
     if a.shape == b.shape:
-        return a + b
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-    def extend(t: torch.Tensor) -> torch.Tensor:
-        pads = (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1])
-        return F.pad(t, pads) if any(pads) else t
-
-    return extend(a) + extend(b)
+        return a.add_(b)
+    target = [max(x, y) for x, y in zip(a.shape, b.shape, strict=True)]
+    if list(a.shape) != target:
+        pads = (
+            0,
+            target[3] - a.shape[3],
+            0,
+            target[2] - a.shape[2],
+            0,
+            target[1] - a.shape[1],
+            0,
+            target[0] - a.shape[0],
+        )
+        a = F.pad(a, pads)
+    a[: b.shape[0], : b.shape[1], : b.shape[2], : b.shape[3]] += b
+    return a
 
 
 def _conv(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
@@ -131,8 +151,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.relu(self.conv1(x), inplace=True))
-        # y is a fresh tensor, so the identity shortcut can be added in place.
-        y = zero_extended_add(y, F.avg_pool2d(x, 2, 2)) if self.down else y.add_(x)
+        # y is a fresh tensor, so the shortcut can be added into it in place.
+        y = add_into(y, F.avg_pool2d(x, 2, 2) if self.down else x)
         return F.relu(y, inplace=True)
 
 
@@ -164,8 +184,9 @@ class DlibResNet(nn.Module):
             raise ImageError(
                 f"dlib ResNet expects (N, 3, {CHIP_SIZE}, {CHIP_SIZE}) RGB chips, got {tuple(x.shape)}"
             )
-        # Dividing by 256 and multiplying by 1/256 are both exact, so this matches dlib bit for bit.
-        x = (x - self.mean_rgb) * self.inv_scale
+        # dlib computes (pixel - mean) / 256 in float32. Scaling by 2**-8 is exact, so
+        # pixel * 2**-8 + (-mean * 2**-8) rounds identically, and addcmul does it in one pass.
+        x = torch.addcmul(self.mean_rgb * -self.inv_scale, x, self.inv_scale)
         x = F.relu(self.stem(x), inplace=True)
         x = F.max_pool2d(x, 3, 2)
         x = self.blocks(x)
