@@ -74,14 +74,16 @@ class DetectionCache:
             self.data: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.data = {}
-        self.dirty = False
+        self.dirty = 0
 
     def get(self, key: str) -> dict | None:
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
         self.data[key] = value
-        self.dirty = True
+        self.dirty += 1
+        if self.dirty >= 200:  # long runs keep their progress if interrupted
+            self.save()
 
     def save(self) -> None:
         if not self.dirty:
@@ -90,7 +92,7 @@ class DetectionCache:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.data))
         os.replace(tmp, self.path)
-        self.dirty = False
+        self.dirty = 0
 
 
 @dataclass
