@@ -31,7 +31,9 @@ class MTCNNDetector:
     """Boxes, scores and five landmarks per face.
 
     ``min_face`` is the smallest face side in pixels searched for; ``thresholds`` are the three stage
-    confidences (the published 0.6/0.7/0.7); ``factor`` is the pyramid scale step.
+    confidences (the published 0.6/0.7/0.7); ``factor`` is the pyramid scale step. Images larger than
+    ``max_side`` are searched on a downscaled copy (a 24 MP photo would otherwise cost seconds and GBs
+    in the first pyramid level) and the boxes scaled back; alignment still uses the full image.
     """
 
     name = "mtcnn"
@@ -43,12 +45,14 @@ class MTCNNDetector:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
         min_score: float = 0.9,
+        max_side: int = 1280,
     ) -> None:
         self.device = default_device(device)
         self.min_face = min_face
         self.thresholds = list(thresholds)
         self.factor = factor
         self.min_score = min_score
+        self.max_side = max_side
         self.pnet, self.rnet, self.onet = _build_nets(self.device)
 
     @torch.inference_mode()
@@ -57,6 +61,12 @@ class MTCNNDetector:
 
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 12:
             return []
+        scale = min(1.0, self.max_side / max(image.shape[:2]))
+        if scale < 1.0:
+            import cv2
+
+            size = (max(12, round(image.shape[1] * scale)), max(12, round(image.shape[0] * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         try:
             boxes, points = detect_face(
                 np.ascontiguousarray(image),
@@ -81,9 +91,9 @@ class MTCNNDetector:
                 continue
             faces.append(
                 DetectedFace(
-                    box=np.asarray(row[:4], dtype=np.float32),
+                    box=np.asarray(row[:4], dtype=np.float32) / scale,
                     score=score,
-                    landmarks=np.asarray(pts, dtype=np.float32).reshape(5, 2),
+                    landmarks=np.asarray(pts, dtype=np.float32).reshape(5, 2) / scale,
                 )
             )
         return sort_faces(faces)

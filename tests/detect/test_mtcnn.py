@@ -61,3 +61,13 @@ def test_unknown_detector_is_a_usage_error():
 
     with pytest.raises(UsageError, match="unknown detector"):
         get_detector("yolo9000")
+
+
+def test_large_photo_is_searched_downscaled_and_mapped_back(mtcnn, lfw_dir):
+    import cv2
+
+    small = load_image(lfw_dir / "images" / "AJ_Cook" / "AJ_Cook_0001.jpg")
+    big = cv2.resize(small, (3000, 3000), interpolation=cv2.INTER_CUBIC)  # 9 MP, above max_side
+    face_small, face_big = mtcnn.detect(small)[0], mtcnn.detect(big)[0]
+    np.testing.assert_allclose(face_big.box / 20.0, face_small.box, atol=3.0)
+    np.testing.assert_allclose(face_big.landmarks / 20.0, face_small.landmarks, atol=3.0)
