@@ -8,9 +8,9 @@ Reproducing dlib's numbers needs dlib's conventions, which differ from torchvisi
   stride 1), and output size is ``1 + (in + 2*pad - filter) // stride``, the same floor formula as torch;
 * ``add_prev`` adds tensors of **different shapes** by zero-extending both to the larger size in every
   dimension (aligned at channel 0 / top-left). This happens in every "down" block (channels double) and,
-  spatially, in the 128->256 transition: the strided 3x3 conv maps 8x8 to 3x3 while the 2x2/2 average
-  pool of the shortcut maps 8x8 to 4x4, so the block output is 4x4 with the conv branch in its top-left
-  3x3 only;
+  spatially, in the last two: the strided 3x3 conv maps 8x8 to 3x3 (then 4x4 to 1x1) while the 2x2/2
+  average pool of the shortcut maps 8x8 to 4x4 (4x4 to 2x2), so the block output is 4x4 (2x2) with the
+  conv branch in its top-left corner only;
 * the "down" shortcut is a 2x2 stride-2 average pool of the block input (no padding; dlib averages over
   the window clipped to the image, but with padding 0 and floor sizing every window is whole, so this
   equals ``F.avg_pool2d(x, 2)``), not a 1x1 convolution.
@@ -159,8 +159,9 @@ class ResidualBlock(nn.Module):
 class DlibResNet(nn.Module):
     """dlib's face-recognition ResNet: (N, 3, 150, 150) RGB pixel values 0..255 -> (N, 128) raw descriptor.
 
-    The output is NOT L2-normalised (dlib's ``compute_face_descriptor`` returns it raw; its norm is close
-    to, but not exactly, 1). Build with :func:`load_dlib_resnet` to get dlib's weights; a bare
+    The output is NOT L2-normalised: like dlib's ``compute_face_descriptor`` it is the raw fc output
+    (norms are typically 1.3-1.6), the space in which dlib's "distance < 0.6 = same person" holds.
+    Build with :func:`load_dlib_resnet` to get dlib's weights; a bare
     ``DlibResNet()`` has PyTorch's random initialisation and is only useful as a shell to load into.
     """
 
