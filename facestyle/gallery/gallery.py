@@ -323,7 +323,7 @@ class Gallery:
             )
         )
 
-    def _resolve_threshold(self, threshold: float | None) -> float:
+    def resolve_threshold(self, threshold: float | None) -> float:
         value = threshold if threshold is not None else self.threshold
         if value is None:
             raise UsageError("no threshold: this gallery and its model have none; pass --threshold")
@@ -635,7 +635,7 @@ class Gallery:
 
     def identify(self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None) -> list[Match]:
         """Per query row: the best name if it scores at least ``threshold`` (else None) and the candidates."""
-        thr = self._resolve_threshold(threshold)
+        thr = self.resolve_threshold(threshold)
         out = []
         for cands in self.search(embeddings, top_k):
             if cands and cands[0].score >= thr:

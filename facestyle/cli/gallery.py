@@ -1,0 +1,311 @@
+"""Gallery commands: enroll, verify, identify and `gallery list|show|remove|rename|stats|rebuild`.
+
+Exit codes (facestyle/errors.py): 0 match / success, 1 no match or unknown, 2 usage (including
+several faces in an enroll photo without ``--largest``), 3 no face found, 4 model weights missing,
+5 unreadable image, 6 gallery problem (none there, name not enrolled, model mismatch). Batch commands
+go on past a bad image and exit with the most serious code met: 5 > 3 > 2 > 1 > 0.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json as _json
+from pathlib import Path
+
+import typer
+
+from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
+from facestyle.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_FACE,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+
+GalleryOpt = typer.Option(
+    None,
+    "--gallery",
+    "-g",
+    help="Gallery directory (default: $FACESTYLE_GALLERY, else ./gallery).",
+    show_default=False,
+)
+ModelOpt = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="Embedder (default: the gallery's model; dlib-resnet-v1 for a new gallery).",
+    show_default=False,
+)
+DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
+DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
+ThresholdOpt = typer.Option(
+    None,
+    "--threshold",
+    "-t",
+    help="Cosine threshold (default: the gallery's stored one, else the model's measured one).",
+)
+
+_SEVERITY = [EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_NO_FACE, EXIT_BAD_INPUT]
+
+
+def _worst(codes: list[int]) -> int:
+    return max(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY), default=0)
+
+
+def _model_for(gallery: Path | None, model: str | None, must_exist: bool) -> str:
+    """The embedder to load: ``--model``, else the existing gallery's, else the default."""
+    from facestyle.gallery import Gallery, resolve_gallery_path
+
+    if model:
+        return model
+    path = resolve_gallery_path(gallery)
+    if (path / "gallery.sqlite").exists() or must_exist:
+        with Gallery.open(path, read_only=True) as g:
+            if g.model:
+                return g.model
+    return "dlib-resnet-v1"
+
+
+def _pipeline(model: str, detector: str, device: str | None):
+    from facestyle.api import FacePipeline
+
+    return FacePipeline(model, detector, device=device)
+
+
+def _print_faces(answer: dict) -> None:
+    if answer["status"] != "ok":
+        out.print(
+            f"{answer['image']}: {answer['status']}" + (f" ({answer['error']})" if "error" in answer else "")
+        )
+        return
+    for i, face in enumerate(answer["faces"]):
+        who = face["identity"] or "unknown"
+        score = "-" if face["score"] is None else f"{face['score']:.4f}"
+        others = ", ".join(f"{c['name']} {c['score']:.3f}" for c in face["candidates"][1:])
+        tail = f"  (next: {others})" if others else ""
+        prefix = f"{answer['image']}" + (f" face {i + 1}" if len(answer["faces"]) > 1 else "")
+        out.print(f"{prefix}: {who} {score}{tail}")
+
+
+def enroll(
+    name: str = typer.Argument(..., help="The person's name (any text; stored as data)."),
+    images: list[Path] = typer.Argument(..., help="One photo is enough; more photos add templates."),
+    largest: bool = typer.Option(False, "--largest", help="Use the largest face when a photo has several."),
+    gallery: Path | None = GalleryOpt,
+    model: str | None = ModelOpt,
+    detector: str = DetectorOpt,
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Enroll NAME from one or more photos (one face each). Re-enrolling the same photo adds nothing."""
+    with user_errors():
+        from facestyle.errors import FacestyleError
+        from facestyle.gallery.faces import enroll_image, open_gallery
+
+        pipe = _pipeline(_model_for(gallery, model, must_exist=False), detector, device)
+        codes: list[int] = []
+        with open_gallery(gallery, pipe, autosave=False, on_note=note) as g:
+            for path in progress(images, total=len(images), label="enroll", quiet=quiet or json):
+                try:
+                    answer = enroll_image(g, name, path, pipe, largest=largest)
+                    codes.append(EXIT_OK)
+                except FacestyleError as exc:
+                    status = "no_face" if exc.exit_code == EXIT_NO_FACE else "error"
+                    answer = {"image": str(path), "status": status, "faces": [], "error": str(exc)}
+                    codes.append(exc.exit_code)
+                    if not json:
+                        err.print(f"[red]error:[/] {exc}", highlight=False)
+                if json:
+                    print_json(answer)
+                elif answer["status"] == "ok":
+                    what = "already enrolled" if answer["duplicate"] else f"template {answer['template_id']}"
+                    out.print(f"{answer['image']}: enrolled {name!r} ({what})")
+        raise typer.Exit(_worst(codes))
+
+
+def verify(
+    name: str = typer.Argument(..., help="The claimed identity."),
+    image: Path = typer.Argument(..., help="A photo (its largest face is checked)."),
+    threshold: float | None = ThresholdOpt,
+    gallery: Path | None = GalleryOpt,
+    model: str | None = ModelOpt,
+    detector: str = DetectorOpt,
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
+    with user_errors():
+        from facestyle.gallery.faces import open_gallery, verify_image
+
+        pipe = _pipeline(_model_for(gallery, model, must_exist=True), detector, device)
+        with open_gallery(gallery, pipe, create=False, autosave=False, on_note=note) as g:
+            answer = verify_image(g, name, image, pipe, threshold=threshold)
+        if json:
+            print_json(answer)
+        else:
+            score = answer["faces"][0]["score"]
+            verdict = "match" if answer["match"] else "no match"
+            out.print(
+                f"{image}: {verdict} for {name!r}: similarity {score:.4f} (threshold {answer['threshold']})"
+            )
+        raise typer.Exit(EXIT_OK if answer["match"] else EXIT_NO_MATCH)
+
+
+def identify(
+    images: list[Path] = typer.Argument(..., help="Photos; every face in each is identified."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Candidates listed per face."),
+    threshold: float | None = ThresholdOpt,
+    gallery: Path | None = GalleryOpt,
+    model: str | None = ModelOpt,
+    detector: str = DetectorOpt,
+    device: str | None = DeviceOpt,
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """1:N search: who is in each photo? "unknown" below the threshold. Exit 0 all known, 1 any unknown."""
+    with user_errors():
+        from facestyle.gallery.faces import identify_images, open_gallery
+
+        pipe = _pipeline(_model_for(gallery, model, must_exist=True), detector, device)
+        codes: list[int] = []
+        with open_gallery(gallery, pipe, create=False, autosave=False, on_note=note) as g:
+            answers = identify_images(g, images, pipe, top_k=top_k, threshold=threshold)
+            for answer in progress(answers, total=len(images), label="identify", quiet=quiet or json):
+                if answer["status"] == "error":
+                    codes.append(EXIT_BAD_INPUT)
+                    if not json:
+                        err.print(f"[red]error:[/] {answer['error']}", highlight=False)
+                elif answer["status"] == "no_face":
+                    codes.append(EXIT_NO_FACE)
+                else:
+                    known = all(f["identity"] is not None for f in answer["faces"])
+                    codes.append(EXIT_OK if known else EXIT_NO_MATCH)
+                if json:
+                    print_json(answer)
+                elif answer["status"] != "error":
+                    _print_faces(answer)
+        raise typer.Exit(_worst(codes))
+
+
+# ---- gallery maintenance (no torch needed) -------------------------------------------------------
+gallery_app = typer.Typer(help="Inspect and maintain a gallery: list, show, remove, rename, stats, rebuild.",
+                          no_args_is_help=True)  # fmt: skip
+
+
+def _open(gallery: Path | None, write: bool = False):
+    from facestyle.gallery import Gallery
+
+    return Gallery.open(gallery, create=False, read_only=not write, autosave=True, on_note=note)
+
+
+def _when(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.UTC).isoformat(timespec="seconds")
+
+
+@gallery_app.command("list")
+def list_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
+    """Enrolled names with their number of templates."""
+    with user_errors(), _open(gallery) as g:
+        counts = g.template_counts()
+        if json:
+            print_json([{"name": n, "templates": c} for n, c in counts.items()])
+        else:
+            for n, c in counts.items():
+                out.print(f"{n}\t{c}")
+
+
+@gallery_app.command("show")
+def show_cmd(
+    name: str = typer.Argument(...), gallery: Path | None = GalleryOpt, json: bool = JsonOpt
+) -> None:
+    """One identity: its templates with source file name, image SHA-256, detector, box and date."""
+    with user_errors(), _open(gallery) as g:
+        info = g.show(name)
+        data = {
+            "name": info.name,
+            "created": _when(info.created_at),
+            "updated": _when(info.updated_at),
+            "model": g.model,
+            "templates": [
+                {
+                    "id": t.id,
+                    "source": t.source,
+                    "image_sha256": t.image_sha256,
+                    "detector": t.detector,
+                    "box": None if t.box is None else _json.loads(t.box),
+                    "created": _when(t.created_at),
+                }
+                for t in info.templates
+            ],
+        }
+        if json:
+            print_json(data)
+        else:
+            out.print(f"{data['name']}: {len(data['templates'])} template(s), model {data['model']}")
+            for t in data["templates"]:
+                sha = (t["image_sha256"] or "")[:12]
+                out.print(
+                    f"  #{t['id']} {t['source'] or '-'} sha256:{sha} {t['detector'] or '-'} {t['created']}"
+                )
+
+
+@gallery_app.command("remove")
+def remove_cmd(
+    name: str = typer.Argument(...), gallery: Path | None = GalleryOpt, json: bool = JsonOpt
+) -> None:
+    """Remove NAME and all its templates."""
+    with user_errors(), _open(gallery, write=True) as g:
+        n = g.remove(name)
+        if json:
+            print_json({"removed": name, "templates": n})
+        else:
+            out.print(f"removed {name!r} ({n} template(s))")
+
+
+@gallery_app.command("rename")
+def rename_cmd(
+    old: str = typer.Argument(...),
+    new: str = typer.Argument(...),
+    gallery: Path | None = GalleryOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Rename OLD to NEW (NEW must not be enrolled)."""
+    with user_errors(), _open(gallery, write=True) as g:
+        g.rename(old, new)
+        if json:
+            print_json({"renamed": old, "to": new})
+        else:
+            out.print(f"renamed {old!r} to {new!r}")
+
+
+@gallery_app.command("stats")
+def stats_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
+    """Counts, model, threshold, index layout and file sizes."""
+    with user_errors(), _open(gallery) as g:
+        stats = g.stats()
+        if json:
+            print_json(stats)
+        else:
+            for key, value in stats.items():
+                out.print(f"{key:22} {value}")
+
+
+@gallery_app.command("rebuild")
+def rebuild_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
+    """Rebuild the search index from the database (it is a cache; this is always safe)."""
+    with user_errors(), _open(gallery, write=True) as g:
+        n = g.rebuild()
+        kind = g.stats()["index_kind"]
+        if json:
+            print_json({"rebuilt": str(g.path), "templates": n, "index_kind": kind})
+        else:
+            out.print(f"rebuilt the {kind} index of {g.path} ({n} templates)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(enroll)
+    app.command()(verify)
+    app.command()(identify)
+    app.add_typer(gallery_app, name="gallery")
