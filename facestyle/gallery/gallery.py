@@ -88,6 +88,7 @@ class _Live:
     """In-memory map from template id to identity, mirroring SQLite at generation ``gen``."""
 
     gen: int = -1
+    layout_gen: int = -1
     tids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     owners: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     names: dict[int, str] = field(default_factory=dict)
@@ -320,7 +321,8 @@ class Gallery:
             lambda conn: (
                 self._store.set_meta(conn, "threshold", None if value is None else repr(float(value))),
                 self._store.set_meta(conn, "threshold_source", source if value is not None else None),
-            )
+            ),
+            append_only=True,
         )
 
     def resolve_threshold(self, threshold: float | None) -> float:
@@ -354,9 +356,27 @@ class Gallery:
         gen = store.generation()
         dim_text = store.get_meta("dim")
         if dim_text is None:  # an empty gallery not bound to a model yet
-            self._live = _Live(gen=gen)
+            self._live = _Live(gen=gen, layout_gen=store.layout_generation())
             return
         dim = int(dim_text)
+        layout_gen = store.layout_generation()
+        live = self._live
+        if (
+            self._index is not None
+            and live.layout_gen == layout_gen
+            and live.gen >= 0
+            and choose_kind(len(live.tids), self._index.kind) == self._index.kind
+        ):
+            # Only enrollments since we last looked: append their rows (cheap at any gallery size).
+            new_tids, new_owners = store.template_ids(after=int(live.tids[-1]) if len(live.tids) else -1)
+            names = dict(live.names)
+            names.update(store.identity_names(after=max(live.names, default=-1)))
+            tids = np.concatenate([live.tids, new_tids])
+            if choose_kind(len(tids), self._index.kind) == self._index.kind:
+                for ids, vecs in store.vectors(new_tids, dim):
+                    self._index.add(ids, vecs)
+                self._live = _Live(gen, layout_gen, tids, np.concatenate([live.owners, new_owners]), names)
+                return
         tids, owners = store.template_ids()
         names = store.identity_names()
         model = store.get_meta("model") or ""
@@ -389,7 +409,7 @@ class Gallery:
             if len(new):
                 for ids, vecs in store.vectors(new, dim):
                     index.add(ids, vecs)
-        self._live = _Live(gen, tids, owners, names)
+        self._live = _Live(gen, layout_gen, tids, owners, names)
 
     def _build(self, kind: str, dim: int, n: int) -> VectorIndex:
         index = VectorIndex(kind, dim)
@@ -454,14 +474,17 @@ class Gallery:
         return 0 if self._index is None else self._index.ntotal
 
     # ---- writes ----------------------------------------------------------------------------------
-    def _write(self, body: Callable[..., object]) -> object:
-        """Run ``body(conn)`` in one SQLite transaction under both locks, then update the index."""
+    def _write(self, body: Callable[..., object], append_only: bool = False) -> object:
+        """Run ``body(conn)`` in one SQLite transaction under both locks, then update the index.
+
+        ``append_only`` (the body only inserts rows) lets every reader catch up by appending.
+        """
         self._check_open()
         if self.read_only:
             raise GalleryError(f"{self.path}: opened read-only")
         with self._rw.write(), self._lock():
             self._sync()
-            with self._db, self._store.write() as conn:
+            with self._db, self._store.write(append_only) as conn:
                 result = body(conn)
             self._sync()
         if self.autosave:
@@ -509,7 +532,7 @@ class Gallery:
             )  # fmt: skip
             return EnrollResult(name, ids, created=existing is None)
 
-        return self._write(body)  # type: ignore[return-value]
+        return self._write(body, append_only=True)  # type: ignore[return-value]
 
     def remove(self, name: str) -> int:
         """Remove ``name`` and all its templates; returns how many templates went."""

@@ -156,12 +156,21 @@ class Store:
         self.conn.close()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write transaction that also bumps the generation counter."""
+    def write(self, append_only: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction that also bumps the generation counter.
+
+        Writes that only add rows (enroll) pass ``append_only``; others (remove, rename) also bump
+        ``layout_generation``, which tells readers that appending the new rows is not enough to catch up.
+        """
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
             self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            if not append_only:
+                self.conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('layout_generation', '1') ON CONFLICT(key)"
+                    " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
             self.conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -225,17 +234,24 @@ class Store:
     def names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM identities ORDER BY name")]
 
-    def identity_names(self) -> dict[int, str]:
-        return {int(i): n for i, n in self.conn.execute("SELECT id, name FROM identities")}
+    def identity_names(self, after: int = -1) -> dict[int, str]:
+        return {
+            int(i): n for i, n in self.conn.execute("SELECT id, name FROM identities WHERE id > ?", (after,))
+        }
 
     def counts(self) -> tuple[int, int]:
         n_id = self.conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
         n_t = self.conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         return int(n_id), int(n_t)
 
-    def template_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        """All ``(template ids, identity ids)``, sorted by template id."""
-        rows = self.conn.execute("SELECT id, identity_id FROM templates ORDER BY id").fetchall()
+    def layout_generation(self) -> int:
+        return int(self.get_meta("layout_generation") or 0)
+
+    def template_ids(self, after: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """``(template ids, identity ids)`` with template id > ``after``, sorted by template id."""
+        rows = self.conn.execute(
+            "SELECT id, identity_id FROM templates WHERE id > ? ORDER BY id", (after,)
+        ).fetchall()
         if not rows:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         arr = np.asarray(rows, dtype=np.int64)

@@ -291,3 +291,22 @@ def test_concurrent_threads_read_while_one_writes(gdir: Path) -> None:
         assert len(g) == 200
         matches = g.identify(x, top_k=1, threshold=0.99)
         assert [m.identity for m in matches] == [f"p{i}" for i in range(200)]
+
+
+def test_long_lived_reader_sees_other_writers(gdir: Path) -> None:
+    """A second handle (as another process would) enrolls, renames and removes; the first one follows."""
+    x = random_units(8, seed=7)
+    with Gallery.open(gdir, model=MODEL, dim=16) as reader, Gallery.open(gdir) as writer:
+        writer.enroll("a", x[0])
+        assert [c.name for c in reader.search(x[0], top_k=1)[0]] == ["a"]  # appended
+        writer.enroll("a", x[1])
+        writer.enroll("b", x[2])
+        assert [c.name for c in reader.search(x[2], top_k=1)[0]] == ["b"]
+        assert reader.search(x[1], top_k=1)[0][0].score == pytest.approx(1.0, abs=1e-5)
+        writer.rename("b", "c")
+        writer.remove("a")
+        [cands] = reader.search(x[2], top_k=5)
+        assert [c.name for c in cands] == ["c"]  # renamed, and "a" is gone
+        writer.enroll("a", x[3])
+        assert reader.search(x[3], top_k=1)[0][0].name == "a"
+        assert reader.stats()["templates"] == 2
