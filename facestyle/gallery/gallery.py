@@ -259,9 +259,13 @@ class Gallery:
 
     @property
     def dim(self) -> int | None:
-        with self._db:
-            value = self._store.get_meta("dim")
-        return None if value is None else int(value)
+        if self._dim is None:  # bound once, never changes: cache it (saves a query per search)
+            with self._db:
+                value = self._store.get_meta("dim")
+            self._dim = None if value is None else int(value)
+        return self._dim
+
+    _dim: int | None = None
 
     def _bind_model(self, model: str | None, dim: int | None, version: str | None) -> None:
         with self._db:
@@ -531,6 +535,33 @@ class Gallery:
                 for i, v in enumerate(vecs)
             )  # fmt: skip
             return EnrollResult(name, ids, created=existing is None)
+
+        return self._write(body, append_only=True)  # type: ignore[return-value]
+
+    def enroll_many(self, names: Sequence[str], embeddings: np.ndarray) -> int:
+        """Bulk import: one template per row of ``embeddings`` for the matching name, in ONE transaction.
+
+        For importing existing embeddings (or building a benchmark gallery) where one fsync per person
+        would dominate. All or nothing; returns the number of templates added.
+        """
+        checked = [check_name(n) for n in names]
+        dim = self.dim
+        if dim is None:
+            raise GalleryError(
+                f"{self.path}: the gallery is not bound to a model; open it with model= and dim="
+            )
+        vecs = unit_rows(embeddings, dim)
+        if len(checked) != len(vecs):
+            raise UsageError(f"{len(checked)} names for {len(vecs)} embeddings")
+
+        def body(conn: object) -> int:
+            now = time.time()
+            idents: dict[str, int] = {}
+            for name, v in zip(checked, vecs, strict=True):
+                if name not in idents:
+                    idents[name] = self._store.ensure_identity(conn, name, now)
+                self._store.add_template(conn, idents[name], v, now)
+            return len(vecs)
 
         return self._write(body, append_only=True)  # type: ignore[return-value]
 

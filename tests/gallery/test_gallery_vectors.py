@@ -310,3 +310,18 @@ def test_long_lived_reader_sees_other_writers(gdir: Path) -> None:
         writer.enroll("a", x[3])
         assert reader.search(x[3], top_k=1)[0][0].name == "a"
         assert reader.stats()["templates"] == 2
+
+
+def test_enroll_many_is_one_transaction(gdir: Path) -> None:
+    x = random_units(30, seed=8)
+    names = [f"p{i % 10}" for i in range(30)]  # 10 people, 3 templates each
+    with Gallery.open(gdir, model=MODEL, dim=16) as g:
+        gen = g.stats()["generation"]
+        assert g.enroll_many(names, x) == 30
+        assert g.stats()["generation"] == gen + 1
+        assert g.template_counts() == {f"p{i}": 3 for i in range(10)}
+        with pytest.raises(UsageError):
+            g.enroll_many(["ok", "bad\nname"], x[:2])  # refused before anything is written
+        assert len(g) == 10
+        found = [m.identity for m in g.identify(x, top_k=1, threshold=0.99)]
+        assert found == names

@@ -1,0 +1,186 @@
+"""Identify latency and recall@1 of the gallery's FAISS indexes on synthetic galleries.
+
+For galleries of N random unit vectors (default 10k, 100k, 1M; 128-d, the dlib embedding size) this
+prints, per index type and search setting: build time, p50 and p99 latency of ONE query per search
+call (what ``facestyle identify`` does per face), and recall@1 against exact search.
+
+Two query sets, because random data is the worst case for approximate search and real queries are not:
+- ``probe``: a gallery vector mixed with noise to cosine ~0.85 with its source, about what a second
+  photo of an enrolled person scores with dlib's embedder (the case identify is for);
+- ``random``: fresh random unit vectors (a stranger; their top-1 is a near-tie among far vectors,
+  which is the hardest possible case for HNSW/IVF and irrelevant to the answer, which is "unknown").
+
+Target (issue 3): p50 <= 1 ms per query at 1M with recall@1 >= 0.99 on a 2-core CPU.
+Not run in CI. Example: ``python benchmarks/gallery_search.py --sizes 10000,100000,1000000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import faiss
+import numpy as np
+
+from facestyle.gallery.index import HNSW_EF_CONSTRUCTION, HNSW_M, new_index
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_gallery(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 200_000):
+        e = min(n, s + 200_000)
+        out[s:e] = unit(rng.standard_normal((e - s, dim), dtype=np.float32))
+    return out
+
+
+def make_queries(gallery: np.ndarray, nq: int, cos: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    dim = gallery.shape[1]
+    src = gallery[rng.choice(len(gallery), nq, replace=False)]
+    noise = unit(rng.standard_normal((nq, dim), dtype=np.float32))
+    noise = unit(noise - (noise * src).sum(1, keepdims=True) * src)  # orthogonal to the source
+    probe = unit(cos * src + np.sqrt(1 - cos**2) * noise)
+    return {"probe": probe, "random": unit(rng.standard_normal((nq, dim), dtype=np.float32))}
+
+
+def exact_top1(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    flat = faiss.IndexFlatIP(gallery.shape[1])
+    flat.add(gallery)
+    _, ids = flat.search(queries, 1)
+    return ids[:, 0]
+
+
+def time_single(index: faiss.Index, queries: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latency (s) of each one-query search, and the top-1 ids."""
+    build_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    lat = np.empty(len(queries))
+    top = np.empty(len(queries), np.int64)
+    for i in range(len(queries)):
+        q = queries[i : i + 1]
+        t0 = time.perf_counter()
+        _, ids = index.search(q, 1)
+        lat[i] = time.perf_counter() - t0
+        top[i] = ids[0, 0]
+    faiss.omp_set_num_threads(build_threads)
+    return lat, top
+
+
+def report(
+    n: int, index: str, setting: str, build_s: float, queries: str, lat: np.ndarray, recall: float
+) -> None:
+    print(
+        f"{n:>9,} {index:<22} {setting:<12} {build_s:>8.1f} {queries:<7} "
+        f"{1e3 * np.median(lat):>8.3f} {1e3 * np.percentile(lat, 99):>8.3f} {recall:>8.4f}",
+        flush=True,
+    )
+
+
+def time_gallery_api(gallery: np.ndarray, qsets: dict, truth: dict, threads: int) -> None:
+    """The same queries through :class:`Gallery` (one name per vector), as ``identify`` runs them."""
+    import tempfile
+
+    from facestyle.gallery import Gallery
+
+    n = len(gallery)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with Gallery.open(tmp, model="synthetic", dim=gallery.shape[1], autosave=False) as g:
+            g.enroll_many([f"id{i}" for i in range(n)], gallery)
+            build = time.perf_counter() - t0
+            kind = g.stats()["index_kind"]
+            for name, q in qsets.items():
+                lat = np.empty(len(q))
+                top = np.empty(len(q), np.int64)
+                for i in range(len(q)):
+                    t1 = time.perf_counter()
+                    cands = g.search(q[i], top_k=5)[0]
+                    lat[i] = time.perf_counter() - t1
+                    top[i] = int(cands[0].name[2:])
+                report(
+                    n,
+                    f"Gallery.search ({kind})",
+                    "top_k=5",
+                    build,
+                    name,
+                    lat,
+                    float(np.mean(top == truth[name])),
+                )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--probe-cos", type=float, default=0.85)
+    ap.add_argument("--ef", default="16,32,64,128", help="HNSW efSearch values")
+    ap.add_argument("--m", type=int, default=HNSW_M, help="HNSW graph degree")
+    ap.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION)
+    ap.add_argument("--flat-max", type=int, default=1_000_000, help="skip flat timing above this size")
+    ap.add_argument("--threads", type=int, default=0, help="OpenMP threads for building (0: FAISS default)")
+    ap.add_argument(
+        "--search-threads",
+        type=int,
+        default=1,
+        help="OpenMP threads while timing single queries (1, as the gallery does: see index.py)",
+    )
+    ap.add_argument("--flat-queries", type=int, default=200, help="queries timed for exact flat search")
+    ap.add_argument(
+        "--api-max",
+        type=int,
+        default=100_000,
+        help="also time Gallery.search (SQLite check + per-name aggregation) up to this size",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+
+    rng = np.random.default_rng(args.seed)
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, dim {args.dim}")
+    head = ("N", "index", "setting", "build_s", "queries", "p50_ms", "p99_ms", "recall@1")
+    print("{:>9} {:<22} {:<12} {:>8} {:<7} {:>8} {:>8} {:>8}".format(*head))
+    for n in [int(s) for s in args.sizes.split(",")]:
+        gallery = make_gallery(n, args.dim, rng)
+        ids = np.arange(n, dtype=np.int64)
+        qsets = make_queries(gallery, args.queries, args.probe_cos, rng)
+        truth = {name: exact_top1(gallery, q) for name, q in qsets.items()}
+
+        if n <= args.flat_max:
+            t0 = time.perf_counter()
+            flat = new_index("flat", args.dim)
+            flat.add_with_ids(gallery, ids)
+            build = time.perf_counter() - t0
+            for name, q in qsets.items():
+                lat, top = time_single(flat, q[: args.flat_queries], args.search_threads)
+                recall = float(np.mean(top == truth[name][: args.flat_queries]))
+                report(n, "flat (IDMap2)", "exact", build, name, lat, recall)
+            del flat
+            gc.collect()
+
+        t0 = time.perf_counter()
+        hnsw = new_index("hnsw", args.dim, m=args.m, ef_construction=args.ef_construction)
+        hnsw.add_with_ids(gallery, ids)
+        build = time.perf_counter() - t0
+        inner = faiss.downcast_index(hnsw.index)
+        for ef in [int(e) for e in args.ef.split(",")]:
+            inner.hnsw.efSearch = ef
+            for name, q in qsets.items():
+                lat, top = time_single(hnsw, q, args.search_threads)
+                label = f"hnsw M={args.m} efC={args.ef_construction}"
+                report(n, label, f"efSearch={ef}", build, name, lat, float(np.mean(top == truth[name])))
+        del hnsw, inner
+        gc.collect()
+        if n <= args.api_max:
+            time_gallery_api(gallery, qsets, truth, args.search_threads)
+        del gallery
+        gc.collect()
+
+
+if __name__ == "__main__":
+    main()
