@@ -57,14 +57,13 @@ def _model_for(gallery: Path | None, model: str | None, must_exist: bool) -> str
     """The embedder to load: ``--model``, else the existing gallery's, else the default."""
     from facestyle.gallery import Gallery, resolve_gallery_path
 
-    if model:
-        return model
     path = resolve_gallery_path(gallery)
     if (path / "gallery.sqlite").exists() or must_exist:
-        with Gallery.open(path, read_only=True) as g:
+        # Refuses a --model other than the gallery's before any model is loaded.
+        with Gallery.open(path, read_only=True, model=model or None) as g:
             if g.model:
                 return g.model
-    return "dlib-resnet-v1"
+    return model or "dlib-resnet-v1"
 
 
 def _pipeline(model: str, detector: str, device: str | None):

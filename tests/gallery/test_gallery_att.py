@@ -16,7 +16,14 @@ import pytest
 from typer.testing import CliRunner
 
 from facestyle.cli import app
-from facestyle.errors import EXIT_BAD_INPUT, EXIT_GALLERY, EXIT_NO_FACE, EXIT_NO_MATCH, EXIT_USAGE
+from facestyle.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_GALLERY,
+    EXIT_NO_FACE,
+    EXIT_NO_MATCH,
+    EXIT_USAGE,
+    EXIT_WEIGHTS_MISSING,
+)
 from facestyle.gallery import Gallery
 
 SUBJECTS = 40
@@ -176,6 +183,24 @@ def test_cli_one_shot_enroll_verify_identify(att_dir: Path, att_embedded, tmp_pa
     assert run("gallery", "rebuild", *g).exit_code == 0
     assert run("gallery", "remove", "s2", *g).exit_code == EXIT_GALLERY
     assert run("gallery", "list", "--gallery", tmp_path / "none").exit_code == EXIT_GALLERY
+    other_model = run("enroll", "s1", att_dir / "s1" / "1.pgm", *g, "--model", "facenet-vggface2")
+    assert other_model.exit_code == EXIT_GALLERY
+    assert "holds embeddings of model 'dlib-resnet-v1'" in other_model.stderr
+    if not _weights_present("facenet-vggface2"):
+        g2 = ["--gallery", tmp_path / "g2", "--model", "facenet-vggface2"]
+        fresh = run("enroll", "s1", att_dir / "s1" / "1.pgm", *g2)
+        assert fresh.exit_code == EXIT_WEIGHTS_MISSING and "Traceback" not in fresh.output
+
+
+def _weights_present(model: str) -> bool:
+    from facestyle.errors import FacestyleError
+    from facestyle.models.weights import weight_path
+
+    try:
+        weight_path(model)
+    except FacestyleError:
+        return False
+    return True
 
 
 @pytest.mark.slow
