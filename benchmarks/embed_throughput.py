@@ -27,8 +27,14 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
-import torch
+# OpenMP worker threads spin while waiting for work by default. On a small machine shared with other
+# processes a spinning thread steals the core its partner needs, and 2-thread batch-1 inference became
+# ~10x slower in our measurements. PASSIVE makes them sleep. It is read when the OpenMP runtime loads,
+# so it must be set before torch is imported; run with OMP_WAIT_POLICY=ACTIVE to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,6 +83,19 @@ def ours(
                     x = x.contiguous()
                 out.append(model(x).float())
         return torch.cat(out).numpy()
+
+    return run
+
+
+def single_threaded(
+    fn: Callable[[np.ndarray], np.ndarray], restore: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    def run(chips: np.ndarray) -> np.ndarray:
+        torch.set_num_threads(1)
+        try:
+            return fn(chips)
+        finally:
+            torch.set_num_threads(restore)
 
     return run
 
@@ -139,6 +158,12 @@ def main() -> None:
         for batch in (1, 64) if bf16 else (1, 32, 64, 256):
             count = small if batch == 1 else n
             methods[f"ours {label} bs={batch}"] = (ours(model, batch, bf16, cl), count, str(batch))
+    if args.threads > 1:  # one face at a time has too little work per layer to split across threads
+        methods["ours fp32 channels_last bs=1, 1 thread"] = (
+            single_threaded(ours(model_cl, 1, False, True), args.threads),
+            small,
+            "1",
+        )
 
     for fn, _, _ in methods.values():  # warm-up: oneDNN primitive creation, allocator
         fn(chips[:2])
@@ -159,7 +184,8 @@ def main() -> None:
     dlib_batch = max(times["dlib compute_face_descriptor (list of chips)"])
     print(
         f"\ntorch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {load_start:.1f} -> {load_end:.1f}"
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+        f"load average {load_start:.1f} -> {load_end:.1f}"
     )
     print(f"dlib batch API over all {n} chips (one pass, reference run): {dlib_full:.1f} faces/s\n")
     header = (
