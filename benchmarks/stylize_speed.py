@@ -1,0 +1,258 @@
+"""Style transfer speed and memory: facestyle's ``stylize`` against a plain PyTorch-tutorial implementation.
+
+The reference below is written the way the official PyTorch neural-style tutorial does it: torchvision's
+``vgg19().features`` rebuilt into an ``nn.Sequential`` with a normalisation module in front and
+``ContentLoss``/``StyleLoss`` modules inserted after the tapped layers (trimmed after the last loss, as the
+tutorial does), non-inplace ReLUs, and ``optim.LBFGS`` called in a ``while`` loop with the pixels clamped
+inside the closure. It optimises the *same* objective as ours (same taps relu1_1..relu5_1 / relu4_2, same
+relative losses, same weights, same TV term) with the *same* backbone weights (seeded random VGG19 by
+default: weights do not change the speed), so time and final loss are comparable. Both final images are
+scored by one evaluator (facestyle's ``Objective`` at full size).
+
+Peak memory is measured in a fresh subprocess per size (ru_maxrss, includes the Python/torch baseline).
+
+    python benchmarks/stylize_speed.py                      # 512 px, 300 L-BFGS steps, memory at 512/1024
+    python benchmarks/stylize_speed.py --size 256 --steps 100 --memory-sizes ""   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from facestyle.style.backbones import VGG19_LAYERS, build_extractor
+from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
+STYLE_TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+CONTENT_TAPS = ["relu4_2"]
+
+
+# ------------------------------------------------------------------ reference (PyTorch tutorial style)
+
+
+def _gram_ref(x: torch.Tensor) -> torch.Tensor:
+    a, b, c, d = x.size()
+    features = x.view(a * b, c * d)
+    return torch.mm(features, features.t()).div(a * b * c * d)
+
+
+class ContentLoss(nn.Module):
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.target = target.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Our style image keeps its own aspect ratio, so the style target pass (made through this module
+        # while the model is built) has another shape; the tutorial resizes the style image instead.
+        if x.shape == self.target.shape:
+            self.loss = (x - self.target).pow(2).sum() / self.target.pow(2).sum()
+        return x
+
+
+class StyleLoss(nn.Module):
+    def __init__(self, target_feature: torch.Tensor) -> None:
+        super().__init__()
+        self.target = _gram_ref(target_feature).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = _gram_ref(x)
+        self.loss = (g - self.target).pow(2).sum() / self.target.pow(2).sum()
+        return x
+
+
+class Normalization(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(-1, 1, 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return (img - self.mean) / self.std
+
+
+def reference_model(cnn: nn.Module, style_img, content_img):
+    model = nn.Sequential(Normalization())
+    content_losses, style_losses = [], []
+    for name, layer in zip(VGG19_LAYERS, cnn.children(), strict=False):
+        if isinstance(layer, nn.ReLU):
+            layer = nn.ReLU(inplace=False)
+        model.add_module(name, layer)
+        if name in CONTENT_TAPS:
+            target = model(content_img).detach()
+            cl = ContentLoss(target)
+            model.add_module(f"content_loss_{name}", cl)
+            content_losses.append(cl)
+        if name in STYLE_TAPS:
+            target_feature = model(style_img).detach()
+            sl = StyleLoss(target_feature)
+            model.add_module(f"style_loss_{name}", sl)
+            style_losses.append(sl)
+    # trim off the layers after the last content and style losses
+    for i in range(len(model) - 1, -1, -1):
+        if isinstance(model[i], ContentLoss | StyleLoss):
+            break
+    return model[: i + 1], style_losses, content_losses
+
+
+def run_reference(cnn, content_img, style_img, steps, content_weight, style_weight, tv_weight):
+    input_img = content_img.clone()
+    model, style_losses, content_losses = reference_model(cnn, style_img, content_img)
+    input_img.requires_grad_(True)
+    model.eval()
+    model.requires_grad_(False)
+    optimizer = torch.optim.LBFGS([input_img])
+    run = [0]
+    while run[0] < steps:
+
+        def closure():
+            with torch.no_grad():
+                input_img.clamp_(0, 1)
+            optimizer.zero_grad()
+            model(input_img)
+            style_score = sum(sl.loss for sl in style_losses) / len(style_losses)
+            content_score = sum(cl.loss for cl in content_losses)
+            dy = input_img[:, :, 1:, :] - input_img[:, :, :-1, :]
+            dx = input_img[:, :, :, 1:] - input_img[:, :, :, :-1]
+            tv = dy.pow(2).mean() + dx.pow(2).mean()
+            loss = style_weight * style_score + content_weight * content_score + tv_weight * tv
+            loss.backward()
+            run[0] += 1
+            return loss
+
+        # The tutorial steps in chunks of LBFGS's default 20 iterations; cap the last chunk so both
+        # implementations make exactly ``steps`` evaluations.
+        optimizer.param_groups[0]["max_iter"] = min(20, steps - run[0])
+        optimizer.param_groups[0]["max_eval"] = min(25, steps - run[0])
+        optimizer.step(closure)
+    with torch.no_grad():
+        input_img.clamp_(0, 1)
+    return input_img.detach()
+
+
+# ----------------------------------------------------------------------------------------- harness
+
+
+def peak_rss_mib(size: int, steps: int, threads: int) -> tuple[float, float]:
+    """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale).
+
+    The baseline is taken after importing torch and building the backbone (the CUDA build of torch alone
+    maps ~680 MiB); peak minus baseline is what the optimisation itself needs.
+    """
+    code = (
+        "import resource, torch, numpy as np\n"
+        f"torch.set_num_threads({threads})\n"
+        "from facestyle.style.transfer import stylize\n"
+        "from facestyle.style.backbones import build_extractor\n"
+        "ex = build_extractor('vgg19-random', ['relu1_1','relu2_1','relu3_1','relu4_1','relu5_1','relu4_2'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "rng = np.random.default_rng(0)\n"
+        f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
+        f"s = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
+        f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    base, peak = (float(v) for v in out.stdout.strip().splitlines()[-2:])
+    return base, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--scales", type=int, default=DEFAULTS["scales"], help="our coarse-to-fine levels")
+    ap.add_argument("--content", default=str(DATA / "content" / "tubingen.jpg"))
+    ap.add_argument("--style", default=str(DATA / "styles" / "starry-night.jpg"))
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--single-scale", action="store_true", help="also time ours with --scales 1")
+    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--memory-sizes", default="512,1024", help="comma list; empty to skip")
+    ap.add_argument("--memory-steps", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from facestyle.io.images import load_image
+
+    content_arr, style_arr = load_image(args.content), load_image(args.style)
+    hw = fit_size(content_arr.shape[:2], args.size)
+    content_t = resize(to_tensor(content_arr), hw)
+    style_t = resize(to_tensor(style_arr), fit_size(style_arr.shape[:2], args.size))
+    weights = {k: DEFAULTS[k] for k in ("content_weight", "style_weight", "tv_weight")}
+
+    extractor = build_extractor("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
+    evaluator = Objective(
+        extractor, content_t, [style_t], [1.0], style_taps=STYLE_TAPS, content_taps=CONTENT_TAPS, **weights
+    )
+
+    def score(img: torch.Tensor) -> float:
+        with torch.no_grad():
+            return evaluator(img.clamp(0, 1))[1]["total"]
+
+    rows = []
+    if not args.skip_reference:
+        cnn = torchvision.models.vgg19(weights=None).features.eval()
+        cnn.load_state_dict(extractor.body.state_dict(), strict=False)  # same weights where both have layers
+        t0 = time.perf_counter()
+        ref_img = run_reference(cnn, content_t, style_t, args.steps, **weights)
+        rows.append(
+            {"impl": "reference (tutorial)", "schedule": f"{args.steps}@{args.size}",
+             "seconds": time.perf_counter() - t0, "final_loss": score(ref_img)}
+        )  # fmt: skip
+    configs = [args.scales] + ([1] if args.single_scale and args.scales != 1 else [])
+    for scales in configs:
+        t0 = time.perf_counter()
+        res = stylize(
+            content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
+            backbone="vgg19-random", extractor=extractor, **weights,
+        )  # fmt: skip
+        secs = time.perf_counter() - t0
+        sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)
+        rows.append(
+            {"impl": f"facestyle (scales={scales})", "schedule": sched, "seconds": secs,
+             "final_loss": score(to_tensor(res.image))}
+        )  # fmt: skip
+    if rows and not args.skip_reference:
+        base = rows[0]["seconds"]
+        for r in rows:
+            r["speedup"] = base / r["seconds"]
+    memory = {}
+    for s in filter(None, args.memory_sizes.split(",")):
+        memory[int(s)] = peak_rss_mib(int(s), args.memory_steps, args.threads)
+
+    result = {
+        "size": args.size, "steps": args.steps, "threads": args.threads, "backbone": "vgg19-random (untrained)",
+        "rows": rows, "peak_rss_mib": memory,
+        "maxrss_this_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"{args.size} px, {args.steps} L-BFGS steps, {args.threads} threads, backbone vgg19-random (untrained)"
+    )
+    print(
+        f"{'implementation':<24} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"
+    )
+    for r in rows:
+        sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        print(f"{r['impl']:<24} {r['schedule']:<22} {r['seconds']:>9.1f} {sp:>8} {r['final_loss']:>11.4f}")
+    for s, (base, peak) in memory.items():
+        print(
+            f"stylize at {s} px, {args.memory_steps} steps, fresh process: peak RSS {peak:.0f} MiB "
+            f"(baseline after imports + backbone {base:.0f} MiB; optimisation adds {peak - base:.0f} MiB)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""Gatys et al. style transfer: optimise the pixels of an image so its deep features match a content
+image's activations and the style images' Gram matrices.
+
+:func:`stylize` is the library entry point (the CLI's ``stylize`` is a thin wrapper). It takes arrays
+or paths and returns the image as a uint8 array plus the losses; it writes nothing unless
+``snapshot`` is given.
+
+The schedule is coarse to fine (``scales`` levels, each twice the size of the previous, the last at
+the requested size): the coarse levels are cheap (a quarter of the pixels per halving) and settle
+the large-scale layout of the style, so the expensive full-resolution level starts close to a good
+solution and needs few steps. :func:`split_steps` says how many steps each level gets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facestyle.errors import UsageError
+from facestyle.style.backbones import FeatureExtractor, build_extractor, get_backbone
+from facestyle.style.colour import preserve_colours
+from facestyle.style.losses import blend_grams, gram, total_loss
+
+ImageLike = str | Path | np.ndarray
+
+#: Defaults (see docs/style.md for the reasoning and measurements).
+DEFAULTS = {
+    "size": 512,
+    "steps": 300,
+    "optimizer": "lbfgs",
+    "content_weight": 1.0,
+    "style_weight": 1e3,
+    "tv_weight": 1.0,
+    "style_scale": 1.0,
+    "init": "content",
+    "scales": 3,
+    "seed": 0,
+    "backbone": "vgg19-imagenet",
+    "adam_lr": 0.02,
+}
+
+
+@dataclass
+class StepInfo:
+    """Reported to the ``progress`` callback after every optimiser step."""
+
+    step: int  # 1-based, over all scales
+    total_steps: int
+    scale: int  # 0-based level, coarsest first
+    scales: int
+    size: tuple[int, int]  # (height, width) of this level
+    loss: float
+    parts: dict[str, float]
+
+
+@dataclass
+class StylizeResult:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    losses: dict[str, float]  # final objective at full size, on the saved (clipped) image
+    history: list[tuple[int, float]]  # (global step, total loss) as optimised
+    seconds: float
+    backbone: str
+    backbone_trained: bool
+    device: str
+    schedule: list[dict] = field(default_factory=list)  # per level: size, steps
+
+
+# --------------------------------------------------------------------------------------- image utils
+
+
+def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    return (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1)[None].float()
+        / 255.0
+    )
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] (values outside are clipped) -> (H, W, 3) uint8."""
+    arr = image.detach()[0].float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(arr)
+
+
+def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize with antialiasing when shrinking (so a downscaled style keeps its texture statistics
+    instead of aliasing)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def fit_size(hw: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(height, width) with the longer side ``max_side`` and the aspect ratio kept."""
+    h, w = hw
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _load(image: ImageLike) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise UsageError(f"image arrays must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        return image[..., :3]
+    from facestyle.io.images import load_image
+
+    return load_image(image)
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+
+def split_steps(total: int, scales: int) -> list[int]:
+    """Steps per level, coarsest first, summing to ``total``.
+
+    Each level gets twice the steps of the next finer one: a coarse step costs a quarter of a fine
+    one, so the coarse levels (where most of the loss is removed) together cost less than half the
+    finest level. With 3 levels, 300 steps become 171/86/43.
+    """
+    if scales < 1:
+        raise UsageError("--scales must be at least 1")
+    if total < scales:
+        raise UsageError(f"--steps {total} is fewer than one step per scale ({scales} scales)")
+    shares = [2.0 ** (scales - 1 - i) for i in range(scales)]
+    raw = [total * s / sum(shares) for s in shares]
+    steps = [max(1, math.floor(r)) for r in raw]
+    steps[0] += total - sum(steps)
+    return steps
+
+
+def level_sizes(full: tuple[int, int], scales: int, min_side: int = 32) -> list[tuple[int, int]]:
+    """(H, W) per level, halving from ``full``; levels whose short side would drop below ``min_side``
+    are dropped (VGG needs some pixels left after four poolings)."""
+    sizes = []
+    for i in range(scales - 1, -1, -1):
+        f = 0.5**i
+        hw = (max(1, round(full[0] * f)), max(1, round(full[1] * f)))
+        if min(hw) >= min_side or i == 0:
+            sizes.append(hw)
+    return sizes
+
+
+# ----------------------------------------------------------------------------------------- objective
+
+
+class Objective:
+    """The Gatys objective at one resolution: targets fixed, call with an image to get (loss, parts)."""
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        content: Tensor,
+        styles: Sequence[Tensor],
+        blend: Sequence[float],
+        *,
+        style_taps: Sequence[str],
+        content_taps: Sequence[str],
+        content_weight: float,
+        style_weight: float,
+        tv_weight: float,
+        layer_weights: dict[str, float] | None = None,
+        autocast: bool = False,
+    ) -> None:
+        self.extractor = extractor
+        self.style_taps, self.content_taps = list(style_taps), list(content_taps)
+        self.weights = dict(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+        self.layer_weights = layer_weights or {t: 1.0 for t in self.style_taps}
+        self.autocast = autocast
+        with torch.no_grad():
+            feats = self._features(content)
+            self.content_targets = {t: feats[t].detach() for t in self.content_taps}
+            per_style = []
+            for s in styles:
+                f = self._features(s)
+                per_style.append({t: gram(f[t]).detach() for t in self.style_taps})
+            self.style_targets = {
+                t: blend_grams([g[t] for g in per_style], list(blend)) for t in self.style_taps
+            }
+
+    def _features(self, image: Tensor) -> dict[str, Tensor]:
+        with torch.autocast(image.device.type, dtype=torch.float16, enabled=self.autocast):
+            feats = self.extractor(image)
+        return {k: v.float() for k, v in feats.items()}
+
+    def __call__(self, image: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return total_loss(
+            self._features(image),
+            image,
+            style_targets=self.style_targets,
+            content_targets=self.content_targets,
+            style_layer_weights=self.layer_weights,
+            **self.weights,
+        )
+
+
+# ------------------------------------------------------------------------------------------ main loop
+
+
+def optimise(
+    objective: Callable[[Tensor], tuple[Tensor, dict[str, float]]],
+    image: Tensor,
+    steps: int,
+    *,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    on_step: Callable[[int, float, dict[str, float], Tensor], None] | None = None,
+) -> Tensor:
+    """Run ``steps`` objective evaluations/updates on ``image`` (a leaf tensor is made from it).
+
+    L-BFGS as jcjohnson/neural-style (history 100, no line search, unit step): stepped one iteration
+    at a time so progress and snapshots can be reported; the optimiser keeps its history between
+    calls, so this is the same algorithm as one call with ``max_iter=steps``. Tolerances are off so the
+    step count is exactly what was asked (reproducible timing).
+    """
+    x = image.detach().clone().contiguous().requires_grad_(True)
+    if optimizer == "lbfgs":
+        opt: torch.optim.Optimizer = torch.optim.LBFGS(
+            [x],
+            lr=lr or 1.0,
+            max_iter=1,
+            max_eval=1,
+            history_size=100,
+            tolerance_grad=-1,
+            tolerance_change=-1,
+        )
+    elif optimizer == "adam":
+        opt = torch.optim.Adam([x], lr=lr or DEFAULTS["adam_lr"])
+    else:
+        raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
+
+    last: dict[str, float] = {}
+
+    def closure() -> Tensor:
+        # Keep the pixels in range (as the PyTorch tutorial does): the loss optimised is then the loss of
+        # the image that is saved, instead of an image whose out-of-range values get clipped at the end.
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        opt.zero_grad(set_to_none=True)
+        loss, parts = objective(x)
+        loss.backward()
+        last.clear()
+        last.update(parts)
+        return loss
+
+    for i in range(steps):
+        opt.step(closure)
+        if on_step is not None:
+            on_step(i + 1, last["total"], dict(last), x)
+    return x.detach().clamp(0, 1)
+
+
+def stylize(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    size: int = DEFAULTS["size"],
+    steps: int = DEFAULTS["steps"],
+    optimizer: str = DEFAULTS["optimizer"],
+    content_weight: float = DEFAULTS["content_weight"],
+    style_weight: float = DEFAULTS["style_weight"],
+    tv_weight: float = DEFAULTS["tv_weight"],
+    style_blend: Sequence[float] | None = None,
+    style_scale: float = DEFAULTS["style_scale"],
+    init: str | ImageLike = DEFAULTS["init"],
+    preserve_colors: bool = False,
+    scales: int = DEFAULTS["scales"],
+    seed: int = DEFAULTS["seed"],
+    backbone: str = DEFAULTS["backbone"],
+    device: str | torch.device | None = None,
+    half: bool = False,
+    lr: float | None = None,
+    style_taps: Sequence[str] | None = None,
+    content_taps: Sequence[str] | None = None,
+    save_every: int = 0,
+    snapshot: Callable[[int, np.ndarray], None] | None = None,
+    progress: Callable[[StepInfo], None] | None = None,
+    extractor: FeatureExtractor | None = None,
+) -> StylizeResult:
+    """Stylise ``content`` with one or more ``styles``; see the module docstring and docs/style.md.
+
+    ``init``: "content", "random" (seeded noise) or an image/path. ``snapshot(step, image)`` is called
+    every ``save_every`` steps with the current image (colour-preserved if asked). ``extractor`` lets a
+    caller reuse an already built backbone (benchmarks, batch jobs).
+    """
+    from facestyle.device import default_device
+
+    t0 = time.perf_counter()
+    dev = default_device(str(device) if device is not None else None)
+    if size < 16:
+        raise UsageError(f"--size {size} is too small (at least 16 pixels)")
+    if style_scale <= 0:
+        raise UsageError("--style-scale must be positive")
+    if half and dev.type != "cuda":
+        raise UsageError("--half needs a CUDA device (CPU half precision is slower, not faster)")
+    style_list = [styles] if isinstance(styles, str | Path | np.ndarray) else list(styles)
+    if not style_list:
+        raise UsageError("give at least one style image")
+    blend = list(style_blend) if style_blend is not None else [1.0] * len(style_list)
+    if len(blend) != len(style_list):
+        raise UsageError(f"--style-blend has {len(blend)} weights for {len(style_list)} style images")
+    if any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise UsageError("--style-blend weights must be non-negative and not all zero")
+
+    info = get_backbone(backbone)
+    s_taps = list(style_taps or info.style_taps)
+    c_taps = list(content_taps or info.content_taps)
+    if extractor is None:
+        extractor = build_extractor(backbone, s_taps + c_taps, dev)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    content_arr = _load(content)
+    style_arrs = [_load(s) for s in style_list]
+    full = fit_size(content_arr.shape[:2], size)
+    content_t = to_tensor(content_arr, dev)
+    style_ts = [to_tensor(s, dev) for s in style_arrs]
+    sizes = level_sizes(full, scales)
+    per_level = split_steps(steps, len(sizes))
+    total = sum(per_level)
+
+    image: Tensor | None = None
+    history: list[tuple[int, float]] = []
+    done = 0
+    content_full_u8 = to_uint8(resize(content_t, full))
+
+    def finish(x: Tensor) -> np.ndarray:
+        out = to_uint8(resize(x, full))
+        return preserve_colours(out, content_full_u8) if preserve_colors else out
+
+    objective: Objective | None = None
+    for level, (hw, n) in enumerate(zip(sizes, per_level, strict=True)):
+        c_level = resize(content_t, hw)
+        s_level = [resize(s, fit_size(s.shape[-2:], max(1, round(max(hw) * style_scale)))) for s in style_ts]
+        objective = Objective(
+            extractor,
+            c_level,
+            s_level,
+            blend,
+            style_taps=s_taps,
+            content_taps=c_taps,
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            autocast=half,
+        )
+        if image is None:
+            image = _initial(init, c_level, gen)
+        else:
+            image = F.interpolate(image, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
+
+        def on_step(i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw) -> None:
+            step = done + i
+            history.append((step, loss))
+            if progress is not None:
+                progress(StepInfo(step, total, level, len(sizes), hw, loss, parts))
+            if snapshot is not None and save_every and step % save_every == 0 and step != total:
+                snapshot(step, finish(x))
+
+        image = optimise(objective, image, n, optimizer=optimizer, lr=lr, on_step=on_step)
+        done += n
+
+    assert image is not None and objective is not None
+    final = finish(image)
+    with torch.no_grad():
+        # The loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
+        _, losses = objective(to_tensor(to_uint8(image), dev))
+    return StylizeResult(
+        image=final,
+        losses=losses,
+        history=history,
+        seconds=time.perf_counter() - t0,
+        backbone=extractor.name,
+        backbone_trained=extractor.trained,
+        device=str(dev),
+        schedule=[{"height": h, "width": w, "steps": n} for (h, w), n in zip(sizes, per_level, strict=True)],
+    )
+
+
+def _initial(init: str | ImageLike, content: Tensor, gen: torch.Generator) -> Tensor:
+    if isinstance(init, str) and init == "content":
+        return content.clone()
+    if isinstance(init, str) and init == "random":
+        noise = torch.randn(content.shape, generator=gen).to(content.device)
+        return (0.5 + 0.15 * noise).clamp(0, 1)
+    return resize(to_tensor(_load(init), content.device), tuple(content.shape[-2:]))
