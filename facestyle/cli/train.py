@@ -221,6 +221,9 @@ def train_cmd(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, crop and colour augmentation."),
     hidden: int = typer.Option(0, "--hidden", help="Hidden width of the head (0: one linear layer)."),
     out_dim: int = typer.Option(0, "--out-dim", help="Output embedding size (0: the base model's)."),
+    last_layer: bool = typer.Option(
+        False, "--train-last-layer", help="Also fine-tune the backbone's final layer (dlib: its fc)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     detector: str = DetectorOpt,
     device: str | None = DeviceOpt,
@@ -253,6 +256,7 @@ def train_cmd(
             views=views,
             augment=augment,
             seed=seed,
+            tap="fc" if last_layer else "",
         )
         opts.validate()
         ex = make_extractor(model, detector, device)

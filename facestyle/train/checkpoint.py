@@ -157,7 +157,10 @@ class CheckpointEmbedder:
         return self.head(x).cpu().numpy().astype(np.float32)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        return self.embed_features(self.base.embed_chips(chips))
+        from facestyle.train.features import embed_tapped
+
+        # With a tapped layer the head replaces the backbone's last layer and takes that layer's input.
+        return self.embed_features(embed_tapped(self.base, chips, self.checkpoint.meta.get("tap")))
 
     @torch.no_grad()
     def score_pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,17 +13,19 @@ large central face is chosen over a small bystander and over a large face at the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from facestyle.errors import FacestyleError
+from facestyle.errors import FacestyleError, UsageError
 from facestyle.io.images import load_image
 from facestyle.train.augment import AugmentOptions, chip_views
 
@@ -186,9 +188,50 @@ class FeatureSet:
     chips_embedded: int = 0
 
 
-def _feature_key(paths: Sequence[Path], model_version: str, detector: str, views: int, seed: int, aug) -> str:
+#: Layers whose *input* can be cached instead of the embedding, so that the layer itself is trained.
+TAP_LAYERS = ("fc",)
+
+
+def tap_layer(embedder: Any, name: str) -> torch.nn.Linear:
+    """The backbone's final linear layer ``name``; a :class:`UsageError` when the model has none."""
+    module = getattr(embedder, "module", None)
+    try:
+        layer = module.get_submodule(name) if module is not None else None
+    except AttributeError:
+        layer = None
+    if not isinstance(layer, torch.nn.Linear):
+        raise UsageError(
+            f"{getattr(embedder, 'name', '?')} has no final linear layer {name!r}: "
+            "--train-last-layer needs one"
+        )
+    return layer
+
+
+@contextlib.contextmanager
+def capture_inputs(layer: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect what ``layer`` receives during the forward passes made inside the block."""
+    store: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, inp, _out: store.append(inp[0].detach().float().cpu()))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def embed_tapped(embedder: Any, chips: np.ndarray, tap: str | None) -> np.ndarray:
+    """Embeddings of chips (``tap`` None), or the inputs of the backbone layer ``tap`` (N, in_features)."""
+    if not tap:
+        return embedder.embed_chips(chips)
+    with capture_inputs(tap_layer(embedder, tap)) as store:
+        embedder.embed_chips(chips)
+    return torch.cat(store).numpy().astype(np.float32)
+
+
+def _feature_key(
+    paths: Sequence[Path], model_version: str, detector: str, views: int, seed: int, aug, tap: str | None
+) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([model_version, detector, views, seed, repr(aug)]).encode())
+    h.update(json.dumps([model_version, detector, views, seed, repr(aug), tap or ""]).encode())
     for p in paths:
         h.update(_file_key(Path(p)).encode())
     return h.hexdigest()[:24]
@@ -202,19 +245,27 @@ def view_features(
     aug: AugmentOptions = AugmentOptions(),
     progress: ProgressFn = _no_progress,
     use_cache: bool = True,
+    tap: str | None = None,
 ) -> FeatureSet:
-    """Embeddings of ``views`` views per image (original, mirror, random crops/colours), cached on disk."""
+    """Embeddings of ``views`` views per image (original, mirror, random crops/colours), cached on disk.
+
+    With ``tap`` (e.g. "fc"), the input of that final backbone layer is cached instead, so the layer
+    can be trained as part of the head.
+    """
     import time
 
     emb = extractor.embedder
-    key = _feature_key(paths, getattr(emb, "version", emb.name), extractor.detector.name, views, seed, aug)
+    key = _feature_key(
+        paths, getattr(emb, "version", emb.name), extractor.detector.name, views, seed, aug, tap
+    )
+    dim = tap_layer(emb, tap).in_features if tap else emb.embedding_size
     file = cache_dir() / "features" / f"{key}.npz"
     if use_cache and file.is_file():
         with np.load(file, allow_pickle=False) as z:
             return FeatureSet(z["features"], z["ok"], [str(s) for s in z["statuses"]])
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    feats = np.full((len(paths), views, emb.embedding_size), np.nan, dtype=np.float32)
+    feats = np.full((len(paths), views, dim), np.nan, dtype=np.float32)
     statuses = []
     n_chips = 0
     try:
@@ -222,7 +273,7 @@ def view_features(
             res = extractor.chip(Path(p))
             statuses.append(res.status)
             if res.status == "ok":
-                feats[i] = emb.embed_chips(chip_views(res.chip, views, rng, aug))
+                feats[i] = embed_tapped(emb, chip_views(res.chip, views, rng, aug), tap)
                 n_chips += views
     finally:
         if extractor.cache:

@@ -19,7 +19,7 @@ from facestyle.errors import UsageError
 from facestyle.train.augment import AugmentOptions
 from facestyle.train.checkpoint import save_checkpoint
 from facestyle.train.data import IdentityDataset, scan_identity_dir, split_by_identity
-from facestyle.train.features import FaceExtractor, ProgressFn, _no_progress, view_features
+from facestyle.train.features import FaceExtractor, ProgressFn, _no_progress, tap_layer, view_features
 from facestyle.train.trainer import EpochRecord, TrainOptions, TrainResult, train_head
 
 
@@ -59,8 +59,9 @@ def prepare_features(
     aug = AugmentOptions() if opts.augment else AugmentOptions(flip=False, crop_scale=1.0)
     views = opts.views if opts.augment else 1
     t0 = time.perf_counter()
-    tr = view_features(train.paths, extractor, views, opts.seed, aug, progress)
-    va = view_features(val.paths, extractor, 1, opts.seed, aug, progress)
+    tap = opts.tap or None
+    tr = view_features(train.paths, extractor, views, opts.seed, aug, progress, tap=tap)
+    va = view_features(val.paths, extractor, 1, opts.seed, aug, progress, tap=tap)
     info = {
         "n_no_face": int((~tr.ok).sum() + (~va.ok).sum()),
         "feature_seconds": time.perf_counter() - t0,
@@ -85,7 +86,12 @@ def fine_tune(
     x_tr, y_tr, x_va, y_va, info = prepare_features(data, extractor, opts, progress)
     if len(np.unique(y_va)) < 2 or len(np.unique(y_tr)) < 2:
         raise UsageError("too few identities with detectable faces in training or held-out data")
-    result: TrainResult = train_head(x_tr, y_tr, x_va, y_va, opts, on_epoch=on_epoch)
+    init = None
+    if opts.tap:
+        if opts.hidden or opts.out_dim:
+            raise UsageError("--train-last-layer trains the backbone's own layer: no --hidden/--out-dim")
+        init = tap_layer(extractor.embedder, opts.tap).weight.detach().cpu().numpy()
+    result: TrainResult = train_head(x_tr, y_tr, x_va, y_va, opts, on_epoch=on_epoch, init_weight=init)
     run = FineTuneRun(
         result,
         None,
@@ -108,6 +114,7 @@ def fine_tune(
             "metrics": run.summary(),
             # The held-out best threshold of the kept epoch: the checkpoint's default threshold.
             "threshold": result.best.threshold,
+            "tap": opts.tap or None,
             "threshold_source": f"best accuracy threshold on {len(y_va)} held-out images' balanced pairs",
         }
         run.checkpoint = save_checkpoint(

@@ -49,6 +49,8 @@ class TrainOptions:
     views: int = 4
     augment: bool = True
     seed: int = 0
+    #: "fc": also train the backbone's final linear layer (its inputs are cached instead of embeddings).
+    tap: str = ""
 
     def validate(self) -> None:
         from facestyle.errors import UsageError
@@ -141,14 +143,25 @@ def train_head(
     val_labels: np.ndarray,
     opts: TrainOptions,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    init_weight: np.ndarray | None = None,
 ) -> TrainResult:
-    """Train on (N, V, D) cached views; validate on (M, D) unaugmented held-out embeddings."""
+    """Train on (N, V, D) cached views; validate on (M, D) unaugmented held-out embeddings.
+
+    ``init_weight`` (out, in) starts a single-layer head from a backbone layer's weights (with
+    ``opts.tap``), so that, as with the identity start, epoch 0 is exactly the base model.
+    """
     opts.validate()
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     dim = train_feats.shape[-1]
-    head = EmbeddingHead(dim, opts.out_dim or dim, opts.hidden)
+    if init_weight is not None:
+        head = EmbeddingHead(dim, init_weight.shape[0], 0, init="random")
+        with torch.no_grad():
+            head.net[0].weight.copy_(torch.from_numpy(np.asarray(init_weight, dtype=np.float32)))
+            head.net[0].bias.zero_()
+    else:
+        head = EmbeddingHead(dim, opts.out_dim or dim, opts.hidden)
     pair_head = SiamesePairHead(head.out_dim) if opts.loss == "siamese" else None
     params = list(head.parameters()) + (list(pair_head.parameters()) if pair_head else [])
     optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
