@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--train-last-layer", action="store_true", help="also train the backbone's fc layer")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="training curve PNG")
     ap.add_argument("--roc", type=Path, default=None, help="before/after ROC PNG")
@@ -134,8 +135,9 @@ def main() -> None:
         epochs=args.epochs,
         patience=args.patience,
         views=args.views,
+        tap="fc" if args.train_last_layer else "",
     )
-    ckpt = work / f"{args.dataset}-{args.loss}.pt"
+    ckpt = work / f"{args.dataset}-{args.loss}{'-fc' if args.train_last_layer else ''}.pt"
     t0 = time.perf_counter()
     run = fine_tune(train_dir, ckpt, opts, base)
     train_s = time.perf_counter() - t0
