@@ -23,7 +23,7 @@ LFW_PAIRS = [
     ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg"),
     ("Amelie_Mauresmo/Amelie_Mauresmo_0001.jpg", "Amelie_Mauresmo/Amelie_Mauresmo_0016.jpg"),
     ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "AJ_Cook/AJ_Cook_0001.jpg"),
-    ("Amelie_Mauresmo/Amelie_Mauresmo_0001.jpg", "Andrea_Yates/Andrea_Yates_0001.jpg"),
+    ("Amelie_Mauresmo/Amelie_Mauresmo_0001.jpg", "AJ_Cook/AJ_Cook_0001.jpg"),
 ]
 ATT_PAIRS = [
     ("s1/1.pgm", "s1/7.pgm"),
