@@ -187,12 +187,21 @@ class DlibResNet(nn.Module):
             )
         # dlib computes (pixel - mean) / 256 in float32. Scaling by 2**-8 is exact, so
         # pixel * 2**-8 + (-mean * 2**-8) rounds identically, and addcmul does it in one pass.
-        x = torch.addcmul(self.mean_rgb * -self.inv_scale, x, self.inv_scale)
+        x = torch.addcmul(self.mean_rgb * -self.inv_scale, self._match_layout(x), self.inv_scale)
         x = F.relu(self.stem(x), inplace=True)
         x = F.max_pool2d(x, 3, 2)
         x = self.blocks(x)
         x = x.mean(dim=(2, 3))
         return self.fc(x)
+
+    def _match_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Give the input the weights' memory layout: a mismatch makes every conv reorder its input.
+
+        ``chips_to_tensor`` already returns a channels-last view of NHWC chips, so this is usually free.
+        """
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
 
 def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
