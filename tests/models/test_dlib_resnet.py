@@ -90,6 +90,15 @@ def test_single_chip_channels_first_matches_dlib(chips, dlib_descriptors) -> Non
     np.testing.assert_allclose(one, dlib_descriptors[0], atol=1e-4, rtol=0)
 
 
+def test_input_memory_layout_does_not_change_the_result(model, chips) -> None:
+    x = chips_to_tensor(chips[:2])
+    assert x.is_contiguous(memory_format=torch.channels_last)  # a free view of the NHWC chips
+    with torch.inference_mode():
+        a = model(x)
+        b = model(x.contiguous())
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 def test_same_person_closer_than_different_people(model, shared_data) -> None:
     """A sanity check of meaning, not just of numbers: dlib's 0.6 distance threshold separates these."""
     detector = dlib.get_frontal_face_detector()
