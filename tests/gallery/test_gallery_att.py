@@ -154,6 +154,12 @@ def test_cli_one_shot_enroll_verify_identify(att_dir: Path, att_embedded, tmp_pa
     match = run("verify", "s1", att_dir / "s1" / "2.pgm", *g, *t, "--json")
     assert match.exit_code == 0, match.output
     assert json.loads(match.stdout)["match"] is True
+    from facestyle.models.registry import get_model
+
+    default = get_model("dlib-resnet-v1").default_threshold
+    if default is not None:  # no --threshold: the model's measured default applies
+        by_default = json.loads(run("verify", "s1", att_dir / "s1" / "2.pgm", *g, "--json").stdout)
+        assert by_default["threshold"] == default and by_default["match"] is True
     nomatch = run("verify", "s1", att_dir / "s2" / "2.pgm", *g, *t)
     assert nomatch.exit_code == EXIT_NO_MATCH and "no match" in nomatch.stdout
     unknown_name = run("verify", "nobody", att_dir / "s2" / "2.pgm", *g, *t)
