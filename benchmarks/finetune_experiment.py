@@ -167,6 +167,10 @@ def main() -> None:
         f"dataset {args.dataset}" + (f" (1/{args.scale} resolution)" if args.dataset == "att-lowres" else "")
     )
     print(
+        "head: "
+        + ("the backbone's final fc, fine-tuned" if args.train_last_layer else "linear, identity start")
+    )
+    print(
         f"training: {run.n_train_images} images of {run.n_train_identities} people, early stopping on "
         f"{run.n_val_images} images of {run.n_val_identities} others; {args.loss}/{args.mining}, "
         f"lr {args.lr}, margin {args.margin}; best epoch {r.best_epoch} of {len(r.history) - 1}; "
