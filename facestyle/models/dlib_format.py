@@ -270,11 +270,7 @@ def max_pool(nr: int, nc: int, stride_y: int, stride_x: int, sub: NetSpec) -> Ne
 
 
 def avg_pool(nr: int, nc: int, stride_y: int, stride_x: int, sub: NetSpec) -> NetSpec:
-    """dlib's ``avg_pool``; ``avg_pool(0, 0, 1, 1, ...)`` is ``avg_pool_everything`` (padding 0)."""
-    if nr == 0 and nc == 0:
-        return _layer(
-            "avg_pool", sub, nr=0, nc=0, stride_y=stride_y, stride_x=stride_x, padding_y=0, padding_x=0
-        )
+    """dlib's ``avg_pool``; ``avg_pool(0, 0, 1, 1, ...)`` is ``avg_pool_everything`` (window = whole map)."""
     return _pool("avg_pool", nr, nc, stride_y, stride_x, sub)
 
 
