@@ -153,7 +153,7 @@ def peak_rss_mib(size: int, steps: int, threads: int) -> tuple[float, float]:
         f"torch.set_num_threads({threads})\n"
         "from facestyle.style.transfer import stylize\n"
         "from facestyle.style.backbones import build_extractor\n"
-        "ex = build_extractor('vgg19-random', ['relu1_1','relu2_1','relu3_1','relu4_1','relu5_1','relu4_2'])\n"
+        f"ex = build_extractor('vgg19-random', {STYLE_TAPS + CONTENT_TAPS!r})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
         "rng = np.random.default_rng(0)\n"
         f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
@@ -231,7 +231,8 @@ def main() -> None:
         memory[int(s)] = peak_rss_mib(int(s), args.memory_steps, args.threads)
 
     result = {
-        "size": args.size, "steps": args.steps, "threads": args.threads, "backbone": "vgg19-random (untrained)",
+        "size": args.size, "steps": args.steps, "threads": args.threads,
+        "backbone": "vgg19-random (untrained)",
         "rows": rows, "peak_rss_mib": memory,
         "maxrss_this_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -239,7 +240,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"{args.size} px, {args.steps} L-BFGS steps, {args.threads} threads, backbone vgg19-random (untrained)"
+        f"{args.size} px, {args.steps} L-BFGS steps, {args.threads} threads, "
+        "backbone vgg19-random (untrained)"
     )
     print(
         f"{'implementation':<24} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"

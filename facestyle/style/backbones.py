@@ -20,6 +20,7 @@ Backbones, by name (see :data:`BACKBONES`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +109,8 @@ class FeatureExtractor(nn.Module):
         if self.input_transform is not None:
             x = self.input_transform(x)
         self._captured, self._pending = {}, set(self.taps)
-        try:
+        with contextlib.suppress(_StopForward):
             self.body(x)
-        except _StopForward:
-            pass
         captured, self._captured = self._captured, {}
         if self._pending:
             raise RuntimeError(f"taps never reached: {sorted(self._pending)}")

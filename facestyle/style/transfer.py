@@ -13,7 +13,6 @@ solution and needs few steps. :func:`split_steps` says how many steps each level
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,9 +132,8 @@ def split_steps(total: int, scales: int) -> list[int]:
     if total < scales:
         raise UsageError(f"--steps {total} is fewer than one step per scale ({scales} scales)")
     shares = [2.0 ** (scales - 1 - i) for i in range(scales)]
-    raw = [total * s / sum(shares) for s in shares]
-    steps = [max(1, math.floor(r)) for r in raw]
-    steps[0] += total - sum(steps)
+    steps = [max(1, round(total * s / sum(shares))) for s in shares]
+    steps[0] = total - sum(steps[1:])  # the coarsest level takes the rounding remainder
     return steps
 
 
@@ -359,7 +357,9 @@ def stylize(
         else:
             image = F.interpolate(image, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
 
-        def on_step(i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw) -> None:
+        def on_step(
+            i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw, done=done
+        ) -> None:
             step = done + i
             history.append((step, loss))
             if progress is not None:
@@ -373,7 +373,7 @@ def stylize(
     assert image is not None and objective is not None
     final = finish(image)
     with torch.no_grad():
-        # The loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
+        # Loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
         _, losses = objective(to_tensor(to_uint8(image), dev))
     return StylizeResult(
         image=final,

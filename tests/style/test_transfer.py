@@ -1,0 +1,155 @@
+"""The optimisation loop and the `stylize` command, on tiny images with the seeded random backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from facestyle.errors import EXIT_WEIGHTS_MISSING, UsageError
+from facestyle.style.backbones import build_extractor
+from facestyle.style.colour import rgb_to_yuv
+from facestyle.style.transfer import fit_size, level_sizes, split_steps, stylize
+
+TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"]
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return build_extractor("vgg19-random", TAPS)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A real content photo and style painting from the shared set, plus a grey and a RGBA variant."""
+    from tests.conftest import shared_data_dir
+
+    root = shared_data_dir() / "style"
+    content = root / "content" / "tubingen.jpg"
+    style = root / "styles" / "starry-night.jpg"
+    assert content.is_file() and style.is_file(), "shared style data missing"
+    tmp = tmp_path_factory.mktemp("imgs")
+    grey = tmp / "grey.png"
+    Image.open(content).convert("L").resize((90, 60)).save(grey)
+    rgba = tmp / "rgba.png"
+    Image.open(style).convert("RGBA").resize((50, 70)).save(rgba)
+    return {"content": content, "style": style, "grey": grey, "rgba": rgba}
+
+
+def test_split_steps_and_level_sizes():
+    assert split_steps(300, 3) == [171, 86, 43]  # 4:2:1
+    assert split_steps(100, 2) == [67, 33]
+    assert split_steps(7, 1) == [7]
+    with pytest.raises(UsageError):
+        split_steps(2, 3)
+    assert level_sizes((512, 384), 3) == [(128, 96), (256, 192), (512, 384)]
+    assert level_sizes((64, 40), 3) == [(64, 40)]  # coarser levels would be under 32 px
+    assert level_sizes((96, 64), 3) == [(48, 32), (96, 64)]
+    assert fit_size((1000, 1500), 300) == (200, 300)
+
+
+def test_short_run_lowers_the_loss_and_honours_size(images, extractor):
+    res = stylize(
+        images["content"], images["style"], size=80, steps=12, scales=1, backbone="vgg19-random",
+        extractor=extractor,
+    )  # fmt: skip
+    first, last = res.history[0][1], res.history[-1][1]
+    assert last < 0.5 * first
+    assert res.losses["total"] < first
+    w, h = Image.open(images["content"]).size
+    assert res.image.shape == (*fit_size((h, w), 80), 3) and max(res.image.shape[:2]) == 80
+    assert res.image.dtype == np.uint8
+    assert res.backbone == "vgg19-random" and res.backbone_trained is False
+
+
+def test_seeded_runs_are_reproducible(images, extractor):
+    kw = dict(size=48, steps=4, scales=1, init="random", seed=5, backbone="vgg19-random", extractor=extractor)
+    a = stylize(images["content"], images["style"], **kw)
+    b = stylize(images["content"], images["style"], **kw)
+    c = stylize(images["content"], images["style"], **{**kw, "seed": 6})
+    assert np.array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_any_input_mode_and_multi_scale_blend(images, extractor):
+    res = stylize(
+        images["grey"], [images["style"], images["rgba"]], style_blend=[3, 1], size=96, steps=6, scales=2,
+        backbone="vgg19-random", extractor=extractor,
+    )  # fmt: skip
+    assert res.image.shape == (64, 96, 3)  # 90x60 grey -> 96 px long side, RGB out
+    assert [(d["width"], d["steps"]) for d in res.schedule] == [(48, 4), (96, 2)]
+    with pytest.raises(UsageError):
+        stylize(images["grey"], [images["style"], images["rgba"]], style_blend=[1], size=32, steps=1,
+                backbone="vgg19-random", extractor=extractor)  # fmt: skip
+
+
+def test_preserve_colors_keeps_the_content_chroma(images, extractor):
+    kw = dict(size=64, steps=8, scales=1, backbone="vgg19-random", extractor=extractor)
+    plain = stylize(images["content"], images["style"], **kw)
+    kept = stylize(images["content"], images["style"], preserve_colors=True, **kw)
+    content = np.asarray(Image.open(images["content"]).convert("RGB").resize(kept.image.shape[1::-1]))
+    uv_content = rgb_to_yuv(content)[..., 1:]
+    err_kept = np.abs(rgb_to_yuv(kept.image)[..., 1:] - uv_content).mean()
+    err_plain = np.abs(rgb_to_yuv(plain.image)[..., 1:] - uv_content).mean()
+    assert err_kept < 3.0  # resampling differences and clipping only
+    assert err_plain > 2 * err_kept  # the style really repaints chroma without the option
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from facestyle.cli.style import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # a group, so the command is invoked by name as in the real app
+        pass
+
+    register(app)
+    return app
+
+
+def test_cli_writes_rgb_image_of_requested_size_and_snapshots(cli, images, tmp_path):
+    out = tmp_path / "out.png"
+    res = CliRunner().invoke(
+        cli,
+        ["stylize", str(images["content"]), str(images["style"]), "-o", str(out), "--size", "48",
+         "--steps", "4", "--scales", "1", "--backbone", "vgg19-random", "--save-every", "2", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import json
+
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["backbone_trained"] is False and "untrained" in summary["backbone_description"].lower()
+    with Image.open(out) as img:
+        assert img.mode == "RGB" and max(img.size) == 48
+        assert (img.width, img.height) == (summary["width"], summary["height"])
+    assert (tmp_path / "out.00002.png").is_file()
+
+
+def test_cli_missing_weights_is_one_line_and_exit_code(cli, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.png")]
+    )
+    assert res.exit_code == EXIT_WEIGHTS_MISSING
+    assert "vgg19-dcbb9e9d.pth" in res.output and "facestyle models import vgg19-imagenet" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_bad_inputs(cli, images, tmp_path):
+    res = CliRunner().invoke(
+        cli, ["stylize", str(tmp_path / "nope.jpg"), str(images["style"]), "-o", str(tmp_path / "o.png"),
+              "--backbone", "vgg19-random"],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "no such file" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.xyz")]
+    )
+    assert res.exit_code == 2 and "extension" in res.output
