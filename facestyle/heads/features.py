@@ -2,7 +2,7 @@
 
 Transfer learning on a small data set spends almost all its time in the backbone; the head trains in
 seconds. So features are computed once per (backbone, file) and kept, in memory for the process and on
-disk under ``$FACESTYLE_HOME/cache/features``, keyed by the file's absolute path, size and mtime (an
+disk under ``$FACESTYLE_HOME/cache/head-features``, keyed by the file's absolute path, size and mtime (an
 edited image is recomputed). Two kinds of backbone:
 
 * face backbones (``dlib-resnet-v1``, ``facenet-vggface2``): detect the largest face, align the chip
@@ -190,7 +190,7 @@ def file_key(path: Path) -> str:
 def cache_file(backbone: Backbone) -> Path:
     from facestyle.models.weights import facestyle_home
 
-    return facestyle_home() / "cache" / "features" / f"{backbone.cache_id}.npz"
+    return facestyle_home() / "cache" / "head-features" / f"{backbone.cache_id}.npz"
 
 
 def _load_disk(path: Path) -> dict[str, np.ndarray | None]:
@@ -236,6 +236,8 @@ def extract_features(
     from facestyle.io.images import load_image
 
     paths = [Path(p) for p in paths]
+    if not paths:
+        return FeatureResult(np.zeros((0, 0), np.float32), np.zeros(0, bool), [], 0)
     disk_path = cache_file(backbone)
     disk = _load_disk(disk_path) if use_cache else {}
     keys = [file_key(p) if p.is_file() else f"{p}|missing" for p in paths]
@@ -247,7 +249,7 @@ def extract_features(
         if use_cache and mem_key in _MEMORY:
             results[i] = _MEMORY[mem_key]
         elif use_cache and key in disk:
-            results[i] = disk[key]
+            results[i] = _MEMORY[mem_key] = disk[key]
         else:
             todo.append(i)
     computed = 0
