@@ -147,6 +147,165 @@ def classify_predict(
             )
 
 
+@detect_head_app.command("annotate")
+def detect_head_annotate(
+    images: list[Path] = typer.Argument(..., help="Images to label."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="CSV to write (image,x1,y1,x2,y2,label,score)."),
+    detector: str = typer.Option("mtcnn", "--detector", "-d", help="mtcnn or haar."),
+    device: str | None = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Label images with a detector's boxes: a training set for the grid head."""
+    with user_errors():
+        from facestyle.detect import get_detector
+        from facestyle.errors import FacestyleError
+        from facestyle.heads.grid_detect import write_csv
+        from facestyle.io.images import load_image
+
+        det = get_detector(detector, device=device)
+        rows = []
+        for path in progress(images, total=len(images), label="annotate", quiet=quiet):
+            try:
+                rows.append((str(path.resolve()), det.detect(load_image(path))))
+            except FacestyleError as exc:
+                err.print(f"skipped {path}: {exc}", highlight=False)
+        write_csv(out_path, rows)
+        n_faces = sum(len(f) for _, f in rows)
+        note(f"{len(rows)} images, {n_faces} boxes written to {out_path}")
+
+
+def _encode(ann_path: Path, images_root: Path | None, anchors, quiet: bool):
+    from facestyle.heads import grid_detect as gd
+
+    ann = gd.read_annotations(ann_path, images_root)
+    backbone = gd.DlibFeatureMap()
+    anchor_t = gd.GridHead(anchors=anchors).anchors
+    return ann, gd.load_and_encode(ann, backbone, anchor_t, progress=_bar(quiet, "features"))
+
+
+def _parse_anchors(text: str) -> list[list[float]] | None:
+    from facestyle.errors import UsageError
+
+    if not text:
+        return None
+    try:
+        anchors = [[float(v) for v in a.split(",")] for a in text.split(":")]
+    except ValueError:
+        raise UsageError(f"--anchors must look like '2.5,3:1.5,2' (w,h in cells), got {text!r}") from None
+    if any(len(a) != 2 or min(a) <= 0 for a in anchors):
+        raise UsageError(f"--anchors must be positive w,h pairs, got {text!r}")
+    return anchors
+
+
+@detect_head_app.command("train")
+def detect_head_train(
+    annotations: Path = typer.Argument(..., help="CSV (image,x1,y1,x2,y2[,label]) or COCO-style JSON."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt)."),
+    eval_annotations: Path | None = typer.Option(None, "--eval", help="Held-out annotations to score."),
+    images_root: Path | None = typer.Option(None, "--images-root", help="Base of relative image paths."),
+    epochs: int = typer.Option(40, "--epochs"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    anchors: str = typer.Option("", "--anchors", help="Anchor sizes in cells, 'w,h:w,h' (default: none)."),
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train the grid detection head on frozen dlib ResNet features; report mAP@0.5."""
+    with user_errors():
+        from facestyle.heads import grid_detect as gd
+
+        anchor_list = _parse_anchors(anchors)
+        ann, data = _encode(annotations, images_root, anchor_list, quiet or json)
+        head, log = gd.train_grid_head(
+            data, len(ann.classes), gd.GridTrainConfig(epochs=epochs, lr=lr, anchors=anchor_list)
+        )
+        report = {
+            "train_images": len(data.items),
+            "train_seconds": round(log["train_seconds"], 2),
+            "final_loss": round(log["loss"][-1], 4),
+            "map50_train": gd.evaluate(head, data)["map"],
+            "classes": ann.classes,
+        }
+        if eval_annotations is not None:
+            _, held = _encode(eval_annotations, images_root, anchor_list, quiet or json)
+            report["map50_eval"] = gd.evaluate(head, held)["map"]
+            report["eval_images"] = len(held.items)
+        gd.save_grid_head(head, ann.classes, out_path, report)
+        report["head"] = str(out_path)
+        if json:
+            print_json(report)
+            return
+        out.print(
+            f"trained on {report['train_images']} images in {report['train_seconds']} s; "
+            f"mAP@0.5 train {report['map50_train']:.3f}"
+            + (f", held-out {report['map50_eval']:.3f}" if "map50_eval" in report else "")
+        )
+        out.print(f"head written to {out_path}")
+
+
+@detect_head_app.command("eval")
+def detect_head_eval(
+    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`."),
+    annotations: Path = typer.Argument(..., help="CSV or COCO-style JSON with the reference boxes."),
+    images_root: Path | None = typer.Option(None, "--images-root"),
+    iou: float = typer.Option(0.5, "--iou", help="IoU for a match."),
+    json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """mAP of a trained grid head against reference boxes."""
+    with user_errors():
+        from facestyle.heads import grid_detect as gd
+
+        head, classes, _ = gd.load_grid_head(head_path)
+        _, data = _encode(annotations, images_root, head.anchors.tolist(), quiet or json)
+        result = gd.evaluate(head, data, iou_threshold=iou)
+        report = {
+            "map": result["map"],
+            "iou": iou,
+            "images": len(data.items),
+            "ap": {classes[k]: v for k, v in result["ap"].items() if k < len(classes)},
+        }
+        if json:
+            print_json(report)
+        else:
+            out.print(f"mAP@{iou:g} {report['map']:.3f} on {report['images']} images")
+
+
+@detect_head_app.command("detect")
+def detect_head_detect(
+    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`."),
+    images: list[Path] = typer.Argument(..., help="Images."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Minimum score."),
+    draw: Path | None = typer.Option(None, "--draw", help="Write a copy with the boxes (one image)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Detect faces with a trained grid head (boxes and scores, no landmarks)."""
+    with user_errors():
+        from facestyle.errors import UsageError
+        from facestyle.heads.grid_detect import GridHeadDetector
+        from facestyle.io.images import load_image
+
+        if draw is not None and len(images) != 1:
+            raise UsageError("--draw takes exactly one input image")
+        det = GridHeadDetector(head_path, score_threshold=threshold)
+        results = []
+        for path in images:
+            image = load_image(path)
+            faces = det.detect(image)
+            if draw is not None:
+                from facestyle.detect.draw import draw_to_file
+
+                draw_to_file(draw, image, faces)
+            results.append({"image": str(path), "faces": [f.to_dict() for f in faces]})
+        if json:
+            print_json(results if len(results) != 1 else results[0])
+        else:
+            for r in results:
+                boxes = "; ".join(
+                    ", ".join(f"{v:.0f}" for v in f["box"]) + f" ({f['score']:.2f})" for f in r["faces"]
+                )
+                out.print(f"{r['image']}: {len(r['faces'])} face(s) {boxes}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(classify_app, name="classify")
     app.add_typer(detect_head_app, name="detect-head")
