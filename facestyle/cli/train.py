@@ -276,7 +276,12 @@ def train_cmd(
         if plot is not None:
             from facestyle.eval.plots import plot_training
 
-            plot_training(summary["history"], plot, f"{data_dir.name}: {loss}/{mining}")
+            plot_training(
+                summary["history"],
+                plot,
+                f"{data_dir.name}: {loss}" + (f"/{mining}" if loss == "triplet" else ""),
+                "triplet" if loss == "triplet" else "BCE",
+            )
         if json:
             print_json({**summary, "plot": str(plot) if plot else None})
             return

@@ -54,7 +54,9 @@ def plot_roc(
         plt.close(fig)
 
 
-def plot_training(history: Sequence[dict], path: str | Path, title: str = "training") -> Path:
+def plot_training(
+    history: Sequence[dict], path: str | Path, title: str = "training", loss_name: str = "triplet"
+) -> Path:
     """Train/held-out loss (left axis) and held-out verification accuracy (right axis) per epoch."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
