@@ -1,7 +1,9 @@
 """MTCNN (Zhang et al., 2016) with the weights that ship inside facenet-pytorch's wheel.
 
 The three networks are facenet-pytorch's ``PNet``/``RNet``/``ONet`` modules built *without* their own
-loader and filled from the registry (checksum-verified, ``weights_only=True``). The cascade runs one
+loader and filled from the registry (checksum-verified, ``weights_only=True``). The three-stage glue is
+our own (:mod:`facestyle.detect.mtcnn_stages`), so every stage uses the package's NMS; it reproduces
+facenet-pytorch's ``detect_face`` (tests/detect/test_mtcnn_stages.py). The cascade runs one
 image at a time: images of different sizes cannot share a pyramid, and a faceless image then simply
 yields an empty list instead of breaking the batch (facenet-pytorch#224).
 """
@@ -57,7 +59,7 @@ class MTCNNDetector:
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        from facenet_pytorch.models.utils.detect_face import detect_face
+        from facestyle.detect.mtcnn_stages import run_cascade
 
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 12:
             return []
@@ -67,25 +69,18 @@ class MTCNNDetector:
 
             size = (max(12, round(image.shape[1] * scale)), max(12, round(image.shape[0] * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        try:
-            boxes, points = detect_face(
-                np.ascontiguousarray(image),
-                self.min_face,
-                self.pnet,
-                self.rnet,
-                self.onet,
-                self.thresholds,
-                self.factor,
-                self.device,
-            )
-        except RuntimeError as exc:
-            # facenet-pytorch's cascade concatenates an empty list when every candidate of a stage
-            # falls outside the image; that means "no face", not a failure.
-            if "expected a non-empty list" in str(exc):
-                return []
-            raise
+        boxes, points = run_cascade(
+            image,
+            self.pnet,
+            self.rnet,
+            self.onet,
+            self.min_face,
+            tuple(self.thresholds),
+            self.factor,
+            self.device,
+        )
         faces = []
-        for row, pts in zip(boxes[0], points[0], strict=True):
+        for row, pts in zip(boxes, points, strict=True):
             score = float(row[4])
             if score < self.min_score:
                 continue
