@@ -43,6 +43,16 @@ FLAT_MAX_AFTER_HNSW = HNSW_MIN_TEMPLATES // 2
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
+#: Larger graphs need a wider search for the same recall (benchmark: recall@1 of genuine probes 0.998
+#: at 100k with efSearch 64); from this size on, efSearch doubles.
+HNSW_WIDE_FROM = 300_000
+
+
+def ef_search_for(ntotal: int) -> int:
+    """HNSW search breadth for an index of ``ntotal`` vectors."""
+    return HNSW_EF_SEARCH * 2 if ntotal >= HNSW_WIDE_FROM else HNSW_EF_SEARCH
+
+
 #: Rebuild an HNSW index once this fraction of its vectors are tombstones.
 MAX_TOMBSTONE_FRACTION = 0.25
 
@@ -133,6 +143,9 @@ class VectorIndex:
         """``(scores, ids)`` of shape (Q, k); missing slots have id -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(int(k), max(self.ntotal, 1)))
+        if self.kind == "hnsw":  # per-call parameters: no shared state touched by concurrent searches
+            params = faiss.SearchParametersHNSW(efSearch=max(k, ef_search_for(self.ntotal)))
+            return self.index.search(queries, k, params=params)
         return self.index.search(queries, k)
 
     # ---- persistence ----------------------------------------------------------------------------
