@@ -10,8 +10,8 @@ LFW View 1 images here are 150 x 150 (downscaled from LFW's 250 x 250), each cen
 They are resized to 250 px (LFW's native size) and to 1024 px (a face of ~380 px: a phone photo of one
 person) with bicubic interpolation. "Detection rate" counts an image as detected when some box
 contains the image centre (the labelled person); "any" when at least one box was returned.
-Times are wall-clock per image on one process, after one warm-up image; other load on the machine
-inflates them, so compare columns within one run.
+Times are wall-clock per image on one process, after one warm-up image; the detectors take turns on
+each image so that load from other processes affects them alike. Compare rows within one run.
 """
 
 from __future__ import annotations
@@ -77,20 +77,27 @@ class Ours:
         return np.stack([f.box for f in faces]) if faces else np.zeros((0, 4))
 
 
-def run(detector, images: list[np.ndarray]) -> tuple[float, float, float]:
-    """(centre detection rate, any-face rate, ms per image)."""
-    detector.boxes(images[0])  # warm-up: lazy init, first-call allocations
-    centre = anyface = 0
-    t0 = time.perf_counter()
+def run_all(detectors: list, images: list[np.ndarray]) -> list[tuple[float, float, float]]:
+    """Per detector: (centre detection rate, any-face rate, ms per image).
+
+    Detectors take turns on each image, so load from other processes hits all of them alike.
+    """
+    for det in detectors:
+        det.boxes(images[0])  # warm-up: lazy init, first-call allocations
+    centre = np.zeros(len(detectors))
+    anyface = np.zeros(len(detectors))
+    seconds = np.zeros(len(detectors))
     for im in images:
-        b = detector.boxes(im)
         h, w = im.shape[:2]
-        anyface += len(b) > 0
-        centre += bool(
-            ((b[:, 0] <= w / 2) & (b[:, 2] >= w / 2) & (b[:, 1] <= h / 2) & (b[:, 3] >= h / 2)).any()
-        )
-    ms = 1000 * (time.perf_counter() - t0) / len(images)
-    return centre / len(images), anyface / len(images), ms
+        for k, det in enumerate(detectors):
+            t0 = time.perf_counter()
+            b = det.boxes(im)
+            seconds[k] += time.perf_counter() - t0
+            anyface[k] += len(b) > 0
+            inside = (b[:, 0] <= w / 2) & (b[:, 2] >= w / 2) & (b[:, 1] <= h / 2) & (b[:, 3] >= h / 2)
+            centre[k] += bool(inside.any())
+    n = len(images)
+    return [(centre[k] / n, anyface[k] / n, 1000 * seconds[k] / n) for k in range(len(detectors))]
 
 
 def main() -> None:
@@ -123,10 +130,11 @@ def main() -> None:
         sets[size] = [
             cv2.resize(load_image(p), (size, size), interpolation=cv2.INTER_CUBIC) for p in paths[:n]
         ]
-    for det in detectors:
+    results = {size: run_all(detectors, sets[size]) for size in (250, 1024)}
+    for k, det in enumerate(detectors):
         cells = []
         for size in (250, 1024):
-            rate, anyf, ms = run(det, sets[size])
+            rate, anyf, ms = results[size][k]
             cells += [f"{rate:.3f}", f"{anyf:.3f}", f"{ms:.0f}"]
         print(f"| {det.name} | " + " | ".join(cells) + " |", flush=True)
 
