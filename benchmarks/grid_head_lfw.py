@@ -1,6 +1,6 @@
 """Train the YOLO-style grid face head on MTCNN boxes over LFW View 1 and score it against MTCNN.
 
-    python benchmarks/grid_head_lfw.py [--train 1000] [--test 250] [--epochs 40] [--work out/grid-head]
+    python benchmarks/grid_head_lfw.py [--train 1000] [--test 250] [--epochs 10] [--work out/grid-head]
 
 People are split, not images: every fifth name (sorted) is held out, so no test face was seen in
 training. MTCNN (our detector, default settings) labels both sets; its boxes are the ground truth.
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--train", type=int, default=1000)
     ap.add_argument("--test", type=int, default=250)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--anchors", type=str, default="", help="e.g. '2.5,3:1.5,2' (cell units); default none")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "grid-head")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")

@@ -203,7 +203,7 @@ def detect_head_train(
     out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt)."),
     eval_annotations: Path | None = typer.Option(None, "--eval", help="Held-out annotations to score."),
     images_root: Path | None = typer.Option(None, "--images-root", help="Base of relative image paths."),
-    epochs: int = typer.Option(40, "--epochs"),
+    epochs: int = typer.Option(10, "--epochs"),
     lr: float = typer.Option(2e-3, "--lr"),
     anchors: str = typer.Option("", "--anchors", help="Anchor sizes in cells, 'w,h:w,h' (default: none)."),
     json: bool = JsonOpt,

@@ -367,7 +367,9 @@ def write_csv(
 
 @dataclass
 class GridTrainConfig:
-    epochs: int = 40
+    #: 10 epochs: on the LFW demo, 10/20/40 epochs gave held-out mAP@0.5 0.917/0.903/0.874 (train
+    #: 0.929/0.965/0.977): longer training memorises the training faces.
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
