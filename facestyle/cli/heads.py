@@ -134,8 +134,8 @@ def classify_predict(
             print_json(data if len(data) != 1 else data[0])
         else:
             for p in preds:
-                if p.status != "ok":
-                    out.print(f"{p.path}: {p.status}")
+                if p.status != "ok":  # error messages already start with the path
+                    out.print(p.status if p.status.startswith(p.path) else f"{p.path}: {p.status}")
                     continue
                 ranked = ", ".join(f"{c} {prob:.3f}" for c, prob in p.top)
                 out.print(f"{p.path}: {ranked}")
