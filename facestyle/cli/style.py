@@ -59,7 +59,7 @@ def stylize_cmd(
     preserve_colors: bool = typer.Option(
         False, "--preserve-colors", help="Keep the content's colours (luminance-only transfer)."
     ),
-    scales: int = typer.Option(3, "--scales", help="Coarse-to-fine levels (each half the next)."),
+    scales: int = typer.Option(1, "--scales", help="Coarse-to-fine levels (each half the next)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init; reproducible runs)."),
     backbone: str = typer.Option(
         "vgg19-imagenet", "--backbone", help="vgg19-imagenet, vgg19-random (untrained), dlib-resnet."

@@ -22,11 +22,9 @@ def extractor():
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tmp_path_factory, shared_data):
     """A real content photo and style painting from the shared set, plus a grey and a RGBA variant."""
-    from tests.conftest import shared_data_dir
-
-    root = shared_data_dir() / "style"
+    root = shared_data / "style"
     content = root / "content" / "tubingen.jpg"
     style = root / "styles" / "starry-night.jpg"
     assert content.is_file() and style.is_file(), "shared style data missing"
