@@ -204,11 +204,18 @@ def compare(
     threshold: float | None = None,
     largest: bool = True,
 ) -> Comparison:
-    """Are the (largest) faces of two images the same person? Cosine similarity vs a threshold."""
+    """Are the (largest) faces of two images the same person? Similarity vs the model's threshold.
+
+    The similarity is cosine, except for a checkpoint with a Siamese pair head, whose probability (and
+    threshold on that scale) is used.
+    """
     pipe = pipeline or default_pipeline()
+    from facestyle.train.checkpoint import score_pairs
+
     e1 = pipe.face(image1, largest=largest).embedding
     e2 = pipe.face(image2, largest=largest).embedding
-    similarity = cosine_similarity(e1, e2)
+    # Cosine for embedders; a Siamese checkpoint scores with its pair head (a probability).
+    similarity = float(score_pairs(pipe.embedder, e1[None], e2[None])[0])
     t = threshold if threshold is not None else pipe.embedder.default_threshold
     return Comparison(similarity, t, None if t is None else similarity >= t, pipe.model_name)
 
