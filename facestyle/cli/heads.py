@@ -53,6 +53,9 @@ def classify_train(
         None, "--train-per-class", help="Few-shot: exactly N training images per class, the rest held out."
     ),
     seed: int = typer.Option(0, "--seed"),
+    fine_tune: int = typer.Option(
+        0, "--fine-tune", help="N > 0: also train the backbone's last stage for N epochs (dlib-resnet-v1)."
+    ),
     confusion: Path | None = typer.Option(
         None, "--confusion", help="Confusion-matrix PNG (default: next to --out)."
     ),
@@ -85,6 +88,7 @@ def classify_train(
             seed,
             use_cache=not no_cache,
             progress=_bar(quiet or json, "features"),
+            fine_tune_epochs=fine_tune,
         )
         save_head(result, out_path)
         png = confusion or out_path.with_suffix(".confusion.png")

@@ -238,6 +238,8 @@ class TrainResult:
     metrics: dict
     confusion: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: With last-stage fine-tuning: state dicts of the tuned dlib ResNet block and projection.
+    fine_tuned: dict | None = None
 
     def checkpoint(self) -> dict:
         """Everything needed to predict later: plain tensors, strings and numbers (weights_only-safe)."""
@@ -254,6 +256,7 @@ class TrainResult:
             },
             "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "metrics": {k: v for k, v in self.metrics.items() if k != "per_class"},
+            "fine_tuned": self.fine_tuned,
         }
 
 
@@ -266,8 +269,17 @@ def train_classifier(
     split_seed: int = 0,
     use_cache: bool = True,
     progress: Callable | None = None,
+    fine_tune_epochs: int = 0,
 ) -> TrainResult:
-    """Scan, extract (cached), split, train, evaluate on the held-out part."""
+    """Scan, extract (cached), split, train, evaluate on the held-out part.
+
+    ``fine_tune_epochs`` > 0 (dlib-resnet-v1 only) also trains the backbone's last stage with the
+    classifier (:mod:`facestyle.heads.finetune`) instead of a head on frozen features.
+    """
+    if fine_tune_epochs and not (
+        getattr(backbone, "kind", "") == "face" and backbone.name == "dlib-resnet-v1"
+    ):
+        raise UsageError("fine-tuning the last stage is available for the dlib-resnet-v1 backbone only")
     cfg = config or TrainConfig()
     data = scan_folder(data_dir)
     t0 = time.perf_counter()
@@ -282,11 +294,18 @@ def train_classifier(
     if cfg.standardize is None:
         cfg = dataclasses.replace(cfg, standardize=backbone.kind != "face")
     t1 = time.perf_counter()
-    head = train_head(feats.features[train_idx], data.labels[train_idx], len(data.classes), cfg)
+    fine_tuned = None
+    test_feats = feats.features[test_idx]
+    if fine_tune_epochs:
+        head, fine_tuned, test_feats = _fine_tune(
+            backbone, data, train_idx, test_idx, fine_tune_epochs, cfg.seed
+        )
+    else:
+        head = train_head(feats.features[train_idx], data.labels[train_idx], len(data.classes), cfg)
     t_train = time.perf_counter() - t1
     n = len(data.classes)
     if test_idx.size:
-        pred = predict_proba(head, feats.features[test_idx]).argmax(axis=1)
+        pred = predict_proba(head, test_feats).argmax(axis=1)
         cm = confusion_matrix(data.labels[test_idx], pred, n)
         accuracy = float(np.mean(pred == data.labels[test_idx]))
     else:
@@ -311,7 +330,48 @@ def train_classifier(
             "standardize": cfg.standardize,
         },
     }
-    return TrainResult(head, data.classes, backbone.config, metrics, cm, skipped)
+    if fine_tune_epochs:
+        metrics["fine_tune_epochs"] = fine_tune_epochs
+    return TrainResult(head, data.classes, backbone.config, metrics, cm, skipped, fine_tuned)
+
+
+def _stage_inputs(backbone: Backbone, paths: list[Path]) -> torch.Tensor:
+    """Activations entering the dlib ResNet's last block, for the largest face of each image."""
+    from facestyle.heads.finetune import frozen_part
+    from facestyle.io.images import load_image
+
+    chips = [backbone.chip(load_image(p)) for p in paths]
+    if any(c is None for c in chips):
+        raise UsageError("an image lost its face between feature extraction and fine-tuning")
+    return frozen_part(np.stack(chips), backbone._pipeline().embedder.module)
+
+
+def _fine_tune(backbone, data: FolderDataset, train_idx, test_idx, epochs: int, seed: int):
+    """Fine-tune; returns a ClassifierHead over the tuned embeddings, the tuned states, test embeddings."""
+    from facestyle.heads.finetune import fine_tune
+
+    net = backbone._pipeline().embedder.module
+    acts_train = _stage_inputs(backbone, [data.paths[i] for i in train_idx])
+    model, _ = fine_tune(acts_train, data.labels[train_idx], net, len(data.classes), epochs=epochs, seed=seed)
+    head = _head_from_stage(model)
+    with torch.inference_mode():
+        test_feats = (
+            model.embed(_stage_inputs(backbone, [data.paths[i] for i in test_idx])).numpy()
+            if len(test_idx)
+            else np.zeros((0, model.fc.out_features), np.float32)
+        )
+    states = {
+        "block": {k: v.detach().cpu() for k, v in model.block.state_dict().items()},
+        "fc": {k: v.detach().cpu() for k, v in model.fc.state_dict().items()},
+    }
+    return head, states, test_feats
+
+
+def _head_from_stage(model) -> ClassifierHead:
+    """The fine-tuned classifier as a (non-standardising) ClassifierHead over tuned embeddings."""
+    head = ClassifierHead(model.classifier.in_features, model.classifier.out_features, 0)
+    head.net[1].load_state_dict(model.classifier.state_dict())
+    return head.eval()
 
 
 def save_head(result: TrainResult, path: str | Path) -> Path:
@@ -327,6 +387,7 @@ class LoadedHead:
     classes: list[str]
     backbone: dict
     metrics: dict
+    fine_tuned: dict | None = None
 
 
 def load_head(path: str | Path) -> LoadedHead:
@@ -343,7 +404,24 @@ def load_head(path: str | Path) -> LoadedHead:
     arch = ckpt["arch"]
     head = ClassifierHead(arch["in_dim"], arch["n_classes"], arch["hidden"])
     head.load_state_dict(ckpt["state_dict"])
-    return LoadedHead(head.eval(), list(ckpt["classes"]), dict(ckpt["backbone"]), dict(ckpt["metrics"]))
+    return LoadedHead(
+        head.eval(),
+        list(ckpt["classes"]),
+        dict(ckpt["backbone"]),
+        dict(ckpt["metrics"]),
+        ckpt.get("fine_tuned"),
+    )
+
+
+def _tuned_embeddings(loaded: LoadedHead, backbone: Backbone, paths: list[Path]) -> np.ndarray:
+    from facestyle.heads.finetune import LastStage
+
+    net = backbone._pipeline().embedder.module
+    model = LastStage(net, len(loaded.classes))
+    model.block.load_state_dict(loaded.fine_tuned["block"])
+    model.fc.load_state_dict(loaded.fine_tuned["fc"])
+    with torch.inference_mode():
+        return model.eval().embed(_stage_inputs(backbone, paths)).numpy()
 
 
 @dataclass
@@ -366,6 +444,10 @@ def predict_files(
     """Top-``k`` classes per image, with the head's own backbone; a bad file gets a status, not a crash."""
     backbone = backbone_from_config(loaded.backbone, device=device)
     feats = extract_features(backbone, [Path(p) for p in paths], use_cache=False)
+    if loaded.fine_tuned and feats.ok.any():
+        feats.features[feats.ok] = _tuned_embeddings(
+            loaded, backbone, [Path(p) for p, ok in zip(paths, feats.ok, strict=True) if ok]
+        )
     k = max(1, min(top_k, len(loaded.classes)))
     out = []
     probs = predict_proba(loaded.head, feats.features) if feats.ok.any() else None

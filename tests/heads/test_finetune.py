@@ -53,3 +53,31 @@ def test_fine_tuned_last_stage_classifies_held_out_faces(att_chips) -> None:
         assert torch.equal(v, before[k]), k
     # The copies did move.
     assert not torch.equal(model.fc.weight, net.fc.weight.float())
+
+
+def test_cli_fine_tune_train_and_predict(att_dir: Path, tmp_path: Path) -> None:
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from facestyle.cli import app
+
+    data = tmp_path / "att10"
+    for k in range(1, SUBJECTS + 1):
+        (data / f"s{k}").mkdir(parents=True)
+        for i in (1, 2, 3):
+            os.symlink(att_dir / f"s{k}" / f"{i}.pgm", data / f"s{k}" / f"{i}.pgm")
+    head = tmp_path / "tuned.pt"
+    runner = CliRunner()
+    args = ["classify", "train", str(data), "--out", str(head), "--train-per-class", "1", "--fine-tune", "40"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["fine_tune_epochs"] == 40 and report["n_test"] == 2 * SUBJECTS
+    assert report["accuracy"] >= 0.9  # measured 1.00
+    res = runner.invoke(app, ["classify", "predict", str(head), str(data / "s4" / "3.pgm"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["top"][0]["class"] == "s4"
+    res = runner.invoke(app, [*args[:-2], "--fine-tune", "5", "--backbone", "vgg19-random"])
+    assert res.exit_code == 2 and "dlib-resnet-v1" in res.output
