@@ -51,6 +51,39 @@ def level_weight_to_score(weight: float, scale: float = 4.0) -> float:
     return 1.0 / (1.0 + math.exp(-weight / scale))
 
 
+def onet_refiner(min_score: float = 0.5, passes: int = 2, device: str | None = None) -> Refiner:
+    """A ``refine`` hook that runs MTCNN's O-Net on each Haar box: five landmarks and a tighter box.
+
+    O-Net was trained on boxes framed like R-Net's output, not Haar's, so it is run ``passes`` times,
+    each on its own previous box. Against full MTCNN on 60 LFW images, the worst landmark's error
+    (relative to the face width) had median 2.5% / 90th percentile 4.4% / max 8.4% with one pass,
+    2.3% / 3.8% / 7.9% with two. Boxes that O-Net scores below ``min_score`` are dropped (it doubles
+    as a false-positive filter); the score becomes O-Net's face probability.
+    """
+    from facenet_pytorch.models.mtcnn import ONet
+
+    from facestyle.detect.mtcnn_stages import onet_refine
+    from facestyle.device import default_device
+    from facestyle.models.weights import load_torch_state
+
+    dev = default_device(device)
+    onet = ONet(pretrained=False)
+    onet.load_state_dict(load_torch_state("mtcnn", "onet.pt"))
+    onet = onet.to(dev).eval()
+
+    def refine(image: np.ndarray, faces: list[DetectedFace]) -> list[DetectedFace]:
+        boxes = np.stack([f.box for f in faces])
+        for _ in range(max(1, passes)):
+            boxes, points = onet_refine(image, boxes, onet, dev)
+        return [
+            DetectedFace(b[:4].astype(np.float32), float(b[4]), p.astype(np.float32))
+            for b, p in zip(boxes, points, strict=True)
+            if b[4] >= min_score
+        ]
+
+    return refine
+
+
 class HaarDetector:
     """Frontal faces as boxes and scores (no landmarks unless ``refine`` adds them).
 

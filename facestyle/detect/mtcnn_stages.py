@@ -177,3 +177,35 @@ def run_cascade(
     boxes = regress(boxes, offsets, inclusive=True)
     pick = nms(boxes[:, :4], boxes[:, 4], 0.7, mode="min", offset=1.0)
     return boxes[pick].astype(np.float32), points[pick].astype(np.float32)
+
+
+@torch.inference_mode()
+def onet_refine(
+    image: np.ndarray, boxes: np.ndarray, onet: torch.nn.Module, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """MTCNN's last stage alone on boxes found by another detector (Haar): regressed boxes with O-Net's
+    face score, and five landmarks. No threshold or NMS: the caller decides what to keep.
+
+    Returns ``(N, 5)`` boxes (x1 y1 x2 y2 score) and ``(N, 5, 2)`` landmarks, in the input order.
+    """
+    if not len(boxes):
+        return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+    img = torch.from_numpy(np.array(image, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float()
+    sq = squared(np.concatenate([np.asarray(boxes, np.float64)[:, :4], np.zeros((len(boxes), 1))], axis=1))
+    data, valid = crops(img, sq, 48)
+    out_boxes = np.zeros((len(boxes), 5), np.float32)
+    out_points = np.zeros((len(boxes), 5, 2), np.float32)
+    if not valid.any():
+        return out_boxes, out_points
+    reg, marks, prob = onet(data.to(device))
+    sq = sq[valid]
+    w = sq[:, 2] - sq[:, 0] + 1
+    h = sq[:, 3] - sq[:, 1] + 1
+    marks = marks.cpu().numpy()
+    points = np.stack(
+        [w[:, None] * marks[:, :5] + sq[:, 0:1] - 1, h[:, None] * marks[:, 5:10] + sq[:, 1:2] - 1], 2
+    )
+    refined = regress(sq[:, :4], reg.cpu().numpy(), inclusive=True)
+    out_boxes[valid] = np.concatenate([refined, prob[:, 1:2].cpu().numpy()], axis=1)
+    out_points[valid] = points
+    return out_boxes, out_points

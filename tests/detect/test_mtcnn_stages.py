@@ -71,3 +71,23 @@ def test_matches_facenet_pytorch_mtcnn(nets, reference, lfw_dir: Path, relpath: 
     side = ref_boxes[match, 2] - ref_boxes[match, 0]
     err = np.linalg.norm(points - ref_points[match], axis=2).max(axis=1) / side
     assert (err < 0.02).all(), err
+
+
+def test_haar_with_onet_refiner_gives_mtcnn_like_landmarks(lfw_dir: Path) -> None:
+    from facestyle.detect.haar import HaarDetector, onet_refiner
+    from facestyle.detect.mtcnn import MTCNNDetector
+
+    det = HaarDetector(refine=onet_refiner())
+    mtcnn = MTCNNDetector()
+    errors = []
+    for relpath in IMAGES[:3]:
+        image = load_image(lfw_dir / "images" / relpath)
+        refined, ref = det.detect(image), mtcnn.detect(image)
+        assert refined and all(f.landmarks is not None and f.landmarks.shape == (5, 2) for f in refined)
+        for face in refined:
+            k = int(iou_matrix(face.box, np.stack([r.box for r in ref]))[0].argmax())
+            assert iou_matrix(face.box, ref[k].box)[0, 0] >= 0.7
+            side = ref[k].box[2] - ref[k].box[0]
+            errors.append(np.linalg.norm(face.landmarks - ref[k].landmarks, axis=1).max() / side)
+    # Worst landmark per face, relative to face width; 60-image check: median 2.3%, max 7.9%.
+    assert np.median(errors) < 0.05 and max(errors) < 0.12, errors
