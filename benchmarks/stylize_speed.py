@@ -12,7 +12,7 @@ scored by one evaluator (facestyle's ``Objective`` at full size).
 Peak memory is measured in a fresh subprocess per size (ru_maxrss, includes the Python/torch baseline).
 
     python benchmarks/stylize_speed.py                      # 512 px, 300 L-BFGS steps, memory at 512/1024
-    python benchmarks/stylize_speed.py --size 256 --steps 100 --memory-sizes ""   # quick look
+    python benchmarks/stylize_speed.py --size 256 --steps 100 --memory-sizes ""  # quick look
 """
 
 from __future__ import annotations
@@ -170,11 +170,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--scales", type=int, default=DEFAULTS["scales"], help="our coarse-to-fine levels")
+    ap.add_argument("--scales", default="1,2", help="our --scales values to time, comma list")
     ap.add_argument("--content", default=str(DATA / "content" / "tubingen.jpg"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry-night.jpg"))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--single-scale", action="store_true", help="also time ours with --scales 1")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--memory-sizes", default="512,1024", help="comma list; empty to skip")
     ap.add_argument("--memory-steps", type=int, default=5)
@@ -209,7 +208,8 @@ def main() -> None:
             {"impl": "reference (tutorial)", "schedule": f"{args.steps}@{args.size}",
              "seconds": time.perf_counter() - t0, "final_loss": score(ref_img)}
         )  # fmt: skip
-    configs = [args.scales] + ([1] if args.single_scale and args.scales != 1 else [])
+        print(f"# {rows[-1]}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
+    configs = [int(v) for v in args.scales.split(",") if v.strip()]
     for scales in configs:
         t0 = time.perf_counter()
         res = stylize(
@@ -222,6 +222,7 @@ def main() -> None:
             {"impl": f"facestyle (scales={scales})", "schedule": sched, "seconds": secs,
              "final_loss": score(to_tensor(res.image))}
         )  # fmt: skip
+        print(f"# {rows[-1]}", file=sys.stderr, flush=True)
     if rows and not args.skip_reference:
         base = rows[0]["seconds"]
         for r in rows:
