@@ -30,17 +30,11 @@ def _root(
         STATE["debug"] = True
 
 
-#: Command modules, each exposing ``register(app)``. A module missing here is a bug, not a user error.
+#: Command modules, each exposing ``register(app)``; listed in the order ``--help`` shows them.
 COMMAND_MODULES = ("face", "models", "gallery", "train", "style", "heads")
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"facestyle.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a concern not built yet; the rest of the CLI still works
-        if _exc.name != f"facestyle.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"facestyle.cli.{_name}").register(app)
 
 
 def main() -> None:
