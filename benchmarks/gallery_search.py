@@ -23,7 +23,17 @@ import time
 import faiss
 import numpy as np
 
-from facestyle.gallery.index import HNSW_EF_CONSTRUCTION, HNSW_M, new_index
+from facestyle.gallery.index import IVF_MIN_POINTS_PER_LIST, new_index, new_ivf_index, train_ivf
+
+#: The HNSW settings the gallery used before IVF (kept here for comparison runs).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+
+
+def new_hnsw(dim: int, m: int, ef_construction: int) -> faiss.Index:
+    base = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    base.hnsw.efConstruction = ef_construction
+    return faiss.IndexIDMap2(base)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -54,30 +64,62 @@ def exact_top1(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return ids[:, 0]
 
 
-def time_single(index: faiss.Index, queries: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Latency (s) of each one-query search, and the top-1 ids."""
+def time_single(
+    index: faiss.Index, queries: np.ndarray, threads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latency (s) of each one-query search, its CPU time (s) in this thread, and the top-1 ids.
+
+    On a shared, loaded machine a query that runs longer than a scheduler time slice waits for the CPU
+    as well: wall latency then exceeds the CPU time, which is what the same query costs on an idle core.
+    """
     build_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     lat = np.empty(len(queries))
+    cpu = np.empty(len(queries))
     top = np.empty(len(queries), np.int64)
     for i in range(len(queries)):
         q = queries[i : i + 1]
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         _, ids = index.search(q, 1)
         lat[i] = time.perf_counter() - t0
+        cpu[i] = time.thread_time() - c0
         top[i] = ids[0, 0]
     faiss.omp_set_num_threads(build_threads)
-    return lat, top
+    return lat, cpu, top
 
 
 def report(
-    n: int, index: str, setting: str, build_s: float, queries: str, lat: np.ndarray, recall: float
+    n: int,
+    index: str,
+    setting: str,
+    build_s: float,
+    queries: str,
+    lat: np.ndarray,
+    recall: float,
+    cpu: np.ndarray | None = None,
 ) -> None:
+    cpu_ms = "-" if cpu is None else f"{1e3 * np.median(cpu):.3f}"
     print(
         f"{n:>9,} {index:<22} {setting:<12} {build_s:>8.1f} {queries:<7} "
-        f"{1e3 * np.median(lat):>8.3f} {1e3 * np.percentile(lat, 99):>8.3f} {recall:>8.4f}",
+        f"{1e3 * np.median(lat):>8.3f} {1e3 * np.percentile(lat, 99):>8.3f} {cpu_ms:>8} {recall:>8.4f}",
         flush=True,
     )
+
+
+def build_ivf(
+    gallery: np.ndarray, ids: np.ndarray, nlist: int, train_n: int, rng: np.random.Generator
+) -> tuple[faiss.Index, float, float]:
+    """An IVF-Flat (inner product) index trained on a random sample; returns it, train and add seconds."""
+    dim = gallery.shape[1]
+    n_train = min(len(gallery), max(train_n, IVF_MIN_POINTS_PER_LIST * nlist))
+    sample = gallery[np.sort(rng.choice(len(gallery), n_train, replace=False))]
+    t0 = time.perf_counter()
+    index = new_ivf_index(dim, nlist)
+    train_ivf(index, sample)
+    t1 = time.perf_counter()
+    index.add_with_ids(gallery, ids)
+    return index, t1 - t0, time.perf_counter() - t1
 
 
 def time_gallery_api(gallery: np.ndarray, qsets: dict, truth: dict, threads: int) -> None:
@@ -118,6 +160,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--probe-cos", type=float, default=0.85)
+    ap.add_argument(
+        "--index", default="flat,ivf,api", help="what to time: flat, ivf, hnsw, api (Gallery.search)"
+    )
+    ap.add_argument("--nlist", default="1024,4096", help="IVF list counts")
+    ap.add_argument("--nprobe", default="1,2,4,8,16,32", help="IVF lists scanned per query")
+    ap.add_argument("--train", type=int, default=100_000, help="IVF training sample (at least 39*nlist)")
     ap.add_argument("--ef", default="16,32,64,128", help="HNSW efSearch values")
     ap.add_argument("--m", type=int, default=HNSW_M, help="HNSW graph degree")
     ap.add_argument("--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION)
@@ -143,40 +191,59 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, dim {args.dim}")
-    head = ("N", "index", "setting", "build_s", "queries", "p50_ms", "p99_ms", "recall@1")
-    print("{:>9} {:<22} {:<12} {:>8} {:<7} {:>8} {:>8} {:>8}".format(*head))
+    head = ("N", "index", "setting", "build_s", "queries", "p50_ms", "p99_ms", "cpu50_ms", "recall@1")
+    print("{:>9} {:<22} {:<12} {:>8} {:<7} {:>8} {:>8} {:>8} {:>8}".format(*head))
     for n in [int(s) for s in args.sizes.split(",")]:
         gallery = make_gallery(n, args.dim, rng)
         ids = np.arange(n, dtype=np.int64)
         qsets = make_queries(gallery, args.queries, args.probe_cos, rng)
         truth = {name: exact_top1(gallery, q) for name, q in qsets.items()}
 
-        if n <= args.flat_max:
+        kinds = set(args.index.split(","))
+        if "flat" in kinds and n <= args.flat_max:
             t0 = time.perf_counter()
             flat = new_index("flat", args.dim)
             flat.add_with_ids(gallery, ids)
             build = time.perf_counter() - t0
             for name, q in qsets.items():
-                lat, top = time_single(flat, q[: args.flat_queries], args.search_threads)
+                lat, cpu, top = time_single(flat, q[: args.flat_queries], args.search_threads)
                 recall = float(np.mean(top == truth[name][: args.flat_queries]))
-                report(n, "flat (IDMap2)", "exact", build, name, lat, recall)
+                report(n, "flat (IDMap2)", "exact", build, name, lat, recall, cpu)
             del flat
             gc.collect()
 
-        t0 = time.perf_counter()
-        hnsw = new_index("hnsw", args.dim, m=args.m, ef_construction=args.ef_construction)
-        hnsw.add_with_ids(gallery, ids)
-        build = time.perf_counter() - t0
-        inner = faiss.downcast_index(hnsw.index)
-        for ef in [int(e) for e in args.ef.split(",")]:
-            inner.hnsw.efSearch = ef
-            for name, q in qsets.items():
-                lat, top = time_single(hnsw, q, args.search_threads)
-                label = f"hnsw M={args.m} efC={args.ef_construction}"
-                report(n, label, f"efSearch={ef}", build, name, lat, float(np.mean(top == truth[name])))
-        del hnsw, inner
-        gc.collect()
-        if n <= args.api_max:
+        if "ivf" in kinds:
+            for nlist in [int(x) for x in args.nlist.split(",")]:
+                if n < IVF_MIN_POINTS_PER_LIST * nlist:
+                    continue
+                ivf, train_s, add_s = build_ivf(gallery, ids, nlist, args.train, rng)
+                print(f"# ivf nlist={nlist}: train {train_s:.1f} s, add {add_s:.1f} s", flush=True)
+                for nprobe in [int(x) for x in args.nprobe.split(",")]:
+                    ivf.nprobe = nprobe
+                    for name, q in qsets.items():
+                        lat, cpu, top = time_single(ivf, q, args.search_threads)
+                        recall = float(np.mean(top == truth[name]))
+                        label = f"ivf-flat nlist={nlist}"
+                        report(n, label, f"nprobe={nprobe}", train_s + add_s, name, lat, recall, cpu)
+                del ivf
+                gc.collect()
+
+        if "hnsw" in kinds:
+            t0 = time.perf_counter()
+            hnsw = new_hnsw(args.dim, args.m, args.ef_construction)
+            hnsw.add_with_ids(gallery, ids)
+            build = time.perf_counter() - t0
+            inner = faiss.downcast_index(hnsw.index)
+            for ef in [int(e) for e in args.ef.split(",")]:
+                inner.hnsw.efSearch = ef
+                for name, q in qsets.items():
+                    lat, cpu, top = time_single(hnsw, q, args.search_threads)
+                    label = f"hnsw M={args.m} efC={args.ef_construction}"
+                    recall = float(np.mean(top == truth[name]))
+                    report(n, label, f"efSearch={ef}", build, name, lat, recall, cpu)
+            del hnsw, inner
+            gc.collect()
+        if "api" in kinds and n <= args.api_max:
             time_gallery_api(gallery, qsets, truth, args.search_threads)
         del gallery
         gc.collect()

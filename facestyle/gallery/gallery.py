@@ -39,7 +39,7 @@ import faiss
 import numpy as np
 
 from facestyle.errors import GalleryError, UsageError
-from facestyle.gallery.index import MAX_TOMBSTONE_FRACTION, IndexInvalid, Stamp, VectorIndex, choose_kind
+from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kind
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
 from facestyle.gallery.store import IdentityInfo, Store, check_name
 
@@ -369,14 +369,14 @@ class Gallery:
             self._index is not None
             and live.layout_gen == layout_gen
             and live.gen >= 0
-            and choose_kind(len(live.tids), self._index.kind) == self._index.kind
+            and not self._index.needs_rebuild(len(live.tids))
         ):
             # Only enrollments since we last looked: append their rows (cheap at any gallery size).
             new_tids, new_owners = store.template_ids(after=int(live.tids[-1]) if len(live.tids) else -1)
             names = dict(live.names)
             names.update(store.identity_names(after=max(live.names, default=-1)))
             tids = np.concatenate([live.tids, new_tids])
-            if choose_kind(len(tids), self._index.kind) == self._index.kind:
+            if not self._index.needs_rebuild(len(tids)):
                 for ids, vecs in store.vectors(new_tids, dim):
                     self._index.add(ids, vecs)
                 self._live = _Live(gen, layout_gen, tids, np.concatenate([live.owners, new_owners]), names)
@@ -398,17 +398,14 @@ class Gallery:
                 self._index = None
         index = self._index
         kind = choose_kind(len(tids), index.kind if index else None)
-        if index is not None:
-            gone = np.setdiff1d(index.ids, tids, assume_unique=True)
-            tombstones = len(gone) if index.kind == "hnsw" else 0
-            if kind != index.kind or tombstones > MAX_TOMBSTONE_FRACTION * max(index.ntotal, 1):
-                index = None
+        if index is not None and index.needs_rebuild(len(tids)):
+            index = None
         if index is None:
             self._index = self._build(kind, dim, len(tids))
             self._rebuilt = True
             self._file_gen = -1
         else:
-            index.remove(gone)
+            index.remove(np.setdiff1d(index.ids, tids, assume_unique=True))
             new = np.setdiff1d(tids, index.ids, assume_unique=True)
             if len(new):
                 for ids, vecs in store.vectors(new, dim):
@@ -416,12 +413,10 @@ class Gallery:
         self._live = _Live(gen, layout_gen, tids, owners, names)
 
     def _build(self, kind: str, dim: int, n: int) -> VectorIndex:
-        index = VectorIndex(kind, dim)
         t0 = time.perf_counter()
-        if kind == "hnsw":
-            self._note(f"{self.path}: building an HNSW index of {n:,} templates (minutes for a million)")
-        for ids, vecs in self._store.vectors(None, dim):
-            index.add(ids, vecs)
+        if kind == "ivf":
+            self._note(f"{self.path}: building an IVF index of {n:,} templates (about a minute per million)")
+        index = VectorIndex.build(kind, dim, self._store.vectors(None, dim))
         log.info("built %s index of %d templates in %.1f s", kind, index.ntotal, time.perf_counter() - t0)
         return index
 
@@ -677,7 +672,7 @@ class Gallery:
         pos = np.searchsorted(live.tids, ids)
         pos_ok = pos < len(live.tids)
         hit = np.zeros(len(ids), bool)
-        hit[pos_ok] = live.tids[pos[pos_ok]] == ids[pos_ok]  # False for tombstones
+        hit[pos_ok] = live.tids[pos[pos_ok]] == ids[pos_ok]  # False for ids removed since the snapshot
         best: dict[int, float] = {}
         for s, p in zip(scores[hit], pos[hit], strict=True):  # hits come best first
             owner = int(live.owners[p])

@@ -12,7 +12,6 @@ import pytest
 
 from facestyle.errors import GalleryError, UsageError
 from facestyle.gallery import Gallery, check_name
-from facestyle.gallery import index as index_mod
 from facestyle.gallery.gallery import INDEX_NAME, resolve_gallery_path
 
 MODEL = "test-model"
@@ -224,38 +223,6 @@ def test_bad_index_file_is_detected_and_rebuilt(gdir: Path, tmp_path: Path, dama
         with Gallery.open(gdir, on_note=notes.append):  # the rebuilt file was written: no second note
             pass
         assert len(notes) == 1
-
-
-def test_hnsw_layout_with_tombstones(gdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above the switch size the index is HNSW; removals become tombstones that are never returned."""
-    monkeypatch.setattr(index_mod, "HNSW_MIN_TEMPLATES", 100)
-    monkeypatch.setattr(index_mod, "FLAT_MAX_AFTER_HNSW", 50)
-    x = random_units(160, 32, seed=5)
-    with Gallery.open(gdir, model=MODEL, dim=32) as g:
-        for j in range(120):
-            g.enroll(f"p{j}", x[j])
-        assert g.stats()["index_kind"] == "hnsw"
-        for j in range(0, 20):
-            g.remove(f"p{j}")
-        stats = g.stats()
-        assert stats["index_tombstones"] == 20 and stats["index_vectors"] == 120
-        got = g.search(x[:40], top_k=3)
-        for j, cands in enumerate(got):
-            names = [c.name for c in cands]
-            assert len(names) == 3 and all(n not in {f"p{k}" for k in range(20)} for n in names)
-            if j >= 20:
-                assert names[0] == f"p{j}"
-    with Gallery.open(gdir) as g:  # reopen: tombstones are recomputed from SQLite
-        assert g.stats()["index_tombstones"] == 20
-        for j in range(20, 60):  # tombstones pass a quarter of the index on the way: rebuilt then
-            g.remove(f"p{j}")
-            stats = g.stats()
-            assert stats["index_tombstones"] <= 0.25 * stats["index_vectors"]
-        assert stats["index_vectors"] - stats["index_tombstones"] == 60
-        assert stats["index_vectors"] < 100  # it was rebuilt at least once
-        assert stats["index_kind"] == "hnsw"  # 60 >= 50: hysteresis keeps HNSW
-        [m] = g.identify(x[100:101], top_k=1, threshold=0.99)
-        assert m.identity == "p100"
 
 
 def test_concurrent_threads_read_while_one_writes(gdir: Path) -> None:
