@@ -22,6 +22,7 @@ from torch import nn
 
 from facestyle.errors import UsageError
 from facestyle.heads.features import Backbone, backbone_from_config, extract_features
+from facestyle.io.files import atomic_write, load_tensor_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 HEAD_FORMAT = "facestyle-classifier-head/1"
@@ -375,10 +376,8 @@ def _head_from_stage(model) -> ClassifierHead:
 
 
 def save_head(result: TrainResult, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.checkpoint(), path)
-    return path
+    checkpoint = result.checkpoint()
+    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 @dataclass
@@ -393,12 +392,7 @@ class LoadedHead:
 def load_head(path: str | Path) -> LoadedHead:
     """Read a head file written by :func:`save_head` (``weights_only=True``: no code is unpickled)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such head file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise UsageError(f"{path}: not a readable head file ({type(exc).__name__})") from None
+    ckpt = load_tensor_file(path, "head")
     if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_FORMAT:
         raise UsageError(f"{path}: not a facestyle classifier head (expected format {HEAD_FORMAT})")
     arch = ckpt["arch"]

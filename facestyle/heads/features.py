@@ -17,8 +17,6 @@ edited image is recomputed). Two kinds of backbone:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from facestyle.errors import FacestyleError, UsageError
+from facestyle.io.files import atomic_write
 
 FACE_BACKBONES = ("dlib-resnet-v1", "facenet-vggface2")
 
@@ -209,14 +208,7 @@ def _save_disk(path: Path, entries: dict[str, np.ndarray | None], dim: int) -> N
     keys = np.array(list(entries), dtype=str)
     ok = np.array([v is not None for v in entries.values()], dtype=bool)
     feats = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in entries.values()])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, keys=keys, features=feats.astype(np.float32), ok=ok)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, keys=keys, features=feats.astype(np.float32), ok=ok), ".npz")
 
 
 @dataclass

@@ -36,6 +36,7 @@ from torch import nn
 from facestyle.detect.base import DetectedFace
 from facestyle.detect.boxes import batched_nms, box_area
 from facestyle.errors import FacestyleError, UsageError
+from facestyle.io.files import load_tensor_file
 
 INPUT_SIZE = 150
 TAP_BLOCK = 9  # index into DlibResNet.blocks: 128 channels, 8 x 8 at 150 px
@@ -507,12 +508,7 @@ def save_grid_head(head: GridHead, classes: list[str], path: str | Path, metrics
 
 def load_grid_head(path: str | Path) -> tuple[GridHead, list[str], dict]:
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such head file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise UsageError(f"{path}: not a readable head file ({type(exc).__name__})") from None
+    ckpt = load_tensor_file(path, "head")
     if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_FORMAT:
         raise UsageError(f"{path}: not a facestyle grid detection head (expected format {HEAD_FORMAT})")
     head = GridHead(ckpt["in_channels"], len(ckpt["classes"]), ckpt["anchors"], ckpt["width"])

@@ -14,11 +14,11 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from facestyle.errors import ChecksumError, WeightsMissingError
+from facestyle.io.files import atomic_write
 from facestyle.models.registry import ModelSpec, WeightFile, get_model
 
 
@@ -147,18 +147,7 @@ def import_weights(name: str, source: Path) -> Path:
     if match is None:
         expected = ", ".join(f"{wf.filename}: {wf.sha256}" for wf in candidates)
         raise ChecksumError(f"{source}: sha256 {digest} matches no file of {name!r} (expected {expected})")
-    target_dir = models_dir()
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / match.filename
-    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{match.filename}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write(models_dir() / match.filename, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def load_torch_state(name_or_spec: str | ModelSpec, filename: str | None = None) -> dict:

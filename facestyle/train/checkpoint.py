@@ -14,8 +14,6 @@ accept ``--checkpoint model.pt`` (or a ``.pt`` path as the model name) unchanged
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from facestyle.errors import UsageError
+from facestyle.io.files import atomic_write, load_tensor_file
 from facestyle.train.heads import EmbeddingHead
 from facestyle.train.siamese import SiamesePairHead
 
@@ -69,27 +68,13 @@ def save_checkpoint(
         if pair_head
         else {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Load and validate a checkpoint; anything else is a one-line :class:`UsageError`."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or truncated files
-        raise UsageError(f"{path} is not a readable facestyle checkpoint ({type(exc).__name__})") from None
+    payload = load_tensor_file(path, "facestyle checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"{path} is not a facestyle checkpoint (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
