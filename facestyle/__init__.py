@@ -28,7 +28,7 @@ _EXPORTS = {
     "FacestyleError": "facestyle.errors",
     "load_image": "facestyle.io.images",
     "Gallery": "facestyle.gallery",
-    "stylize": "facestyle.style",
+    "stylize": "facestyle.style.transfer",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -197,6 +197,7 @@ def doctor(json: bool = JsonOpt) -> None:
 def demo(
     data: Path = typer.Option(Path("../shared/data"), "--data", help="The shared data folder."),
     out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Where demo images are written."),
+    style: bool = typer.Option(True, "--style/--no-style", help="Also run a small style transfer."),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -204,7 +205,7 @@ def demo(
     with user_errors():
         from facestyle.demo import run_demo
 
-        report = run_demo(data, out_dir, printer=None if json else out.print, quiet=quiet)
+        report = run_demo(data, out_dir, printer=None if json else out.print, quiet=quiet, with_style=style)
         if json:
             print_json(report)
 
