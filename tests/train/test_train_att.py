@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from facestyle.cli import app
+from facestyle.errors import EXIT_GALLERY
 
 N_IDS, N_IMAGES = 20, 8
 
@@ -80,6 +81,26 @@ def test_short_training_run_improves_held_out_people(att_subset: Path, tmp_path:
     assert np.allclose(got, want, atol=1e-5) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
     if summary["best_epoch"] > 0:  # a trained head really changes the embedding
         assert not np.allclose(got, base.embed_chips(chips), atol=1e-3)
+
+    # ... and the face commands take it wherever they take a model name.
+    photo_a, photo_b = att_subset / "s1" / "1.pgm", att_subset / "s1" / "2.pgm"
+    runner = CliRunner()
+    out = runner.invoke(app, ["embed", str(photo_a), "--model", str(ckpt), "--json"])
+    assert out.exit_code == 0, out.output
+    vec = np.array(json.loads(out.stdout)["faces"][0]["embedding"])
+    assert vec.shape == (128,) and abs(np.linalg.norm(vec) - 1) < 1e-4
+    cmp = runner.invoke(app, ["compare", str(photo_a), str(photo_b), "--model", str(ckpt), "--json"])
+    assert json.loads(cmp.stdout)["model"] == str(ckpt.resolve())
+    gallery = tmp_path / "gallery"
+    enr = runner.invoke(app, ["enroll", "s1", str(photo_a), "--model", str(ckpt), "--gallery", str(gallery)])
+    assert enr.exit_code == 0, enr.output
+    photo_c = str(att_subset / "s2" / "1.pgm")
+    same_model = runner.invoke(app, ["enroll", "s2", photo_c, "--gallery", str(gallery)])
+    assert same_model.exit_code == 0  # without --model, the gallery's own model (the checkpoint) is used
+    mixed = runner.invoke(
+        app, ["enroll", "s3", photo_c, "--model", "dlib-resnet-v1", "--gallery", str(gallery)]
+    )
+    assert mixed.exit_code == EXIT_GALLERY  # the checkpoint's gallery refuses the base model's embeddings
 
 
 def test_train_rejects_bad_options(att_subset: Path, tmp_path: Path):
