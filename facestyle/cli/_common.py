@@ -18,7 +18,14 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from facestyle.errors import FacestyleError
+from facestyle.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_FACE,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+    FacestyleError,
+)
 
 T = TypeVar("T")
 
@@ -98,3 +105,14 @@ def note(message: str) -> None:
     """A human note on stderr, unless quiet."""
     if not STATE["quiet"]:
         err.print(message, highlight=False)
+
+
+#: Exit codes from least to most serious: a batch command exits with the worst one it met.
+SEVERITY = (EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_NO_FACE, EXIT_BAD_INPUT)
+#: The exit code of each per-item status of a batch command.
+STATUS_EXIT = {"ok": EXIT_OK, "no_face": EXIT_NO_FACE, "error": EXIT_BAD_INPUT}
+
+
+def worst_exit(codes: Iterable[int]) -> int:
+    """The most serious of ``codes`` (0 for none); codes outside :data:`SEVERITY` rank above all."""
+    return max(codes, key=lambda c: SEVERITY.index(c) if c in SEVERITY else len(SEVERITY), default=EXIT_OK)

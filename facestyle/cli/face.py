@@ -6,21 +6,23 @@ from pathlib import Path
 
 import typer
 
-from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
-from facestyle.errors import EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_NO_MATCH, EXIT_OK
+from facestyle.cli._common import (
+    STATUS_EXIT,
+    JsonOpt,
+    QuietOpt,
+    err,
+    note,
+    out,
+    print_json,
+    progress,
+    user_errors,
+    worst_exit,
+)
+from facestyle.errors import EXIT_NO_MATCH, EXIT_OK
 
 ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name or trained checkpoint file.")
 DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-
-
-def _batch_exit(statuses: list[str]) -> int:
-    """0 when every image gave a face; the no-face code when some had none; bad-input when some failed."""
-    if "error" in statuses:
-        return EXIT_BAD_INPUT
-    if "no_face" in statuses:
-        return EXIT_NO_FACE
-    return EXIT_OK
 
 
 def detect(
@@ -73,7 +75,7 @@ def detect(
                 for i, f in enumerate(r["faces"]):
                     box = ", ".join(f"{v:.0f}" for v in f["box"])
                     out.print(f"{r['image']}: face {i + 1} box=({box}) score={f['score']:.3f}")
-        raise typer.Exit(_batch_exit([r["status"] for r in results]))
+        raise typer.Exit(worst_exit(STATUS_EXIT[r["status"]] for r in results))
 
 
 def embed(
@@ -124,7 +126,7 @@ def embed(
         elif out_file is None:
             for r in results:
                 out.print(f"{r.path}: {r.status}" + (f", {len(r.faces)} face(s)" if r.faces else ""))
-        raise typer.Exit(_batch_exit([r.status for r in results]))
+        raise typer.Exit(worst_exit(STATUS_EXIT[r.status] for r in results))
 
 
 def compare(

@@ -14,13 +14,22 @@ from pathlib import Path
 
 import typer
 
-from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
+from facestyle.cli._common import (
+    JsonOpt,
+    QuietOpt,
+    err,
+    note,
+    out,
+    print_json,
+    progress,
+    user_errors,
+    worst_exit,
+)
 from facestyle.errors import (
     EXIT_BAD_INPUT,
     EXIT_NO_FACE,
     EXIT_NO_MATCH,
     EXIT_OK,
-    EXIT_USAGE,
 )
 
 GalleryOpt = typer.Option(
@@ -45,12 +54,6 @@ ThresholdOpt = typer.Option(
     "-t",
     help="Cosine threshold (default: the gallery's stored one, else the model's measured one).",
 )
-
-_SEVERITY = [EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_NO_FACE, EXIT_BAD_INPUT]
-
-
-def _worst(codes: list[int]) -> int:
-    return max(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY), default=0)
 
 
 def _model_for(gallery: Path | None, model: str | None, must_exist: bool) -> str:
@@ -121,7 +124,7 @@ def enroll(
                 elif answer["status"] == "ok":
                     what = "already enrolled" if answer["duplicate"] else f"template {answer['template_id']}"
                     out.print(f"{answer['image']}: enrolled {name!r} ({what})")
-        raise typer.Exit(_worst(codes))
+        raise typer.Exit(worst_exit(codes))
 
 
 def verify(
@@ -185,7 +188,7 @@ def identify(
                     print_json(answer)
                 elif answer["status"] != "error":
                     _print_faces(answer)
-        raise typer.Exit(_worst(codes))
+        raise typer.Exit(worst_exit(codes))
 
 
 # ---- gallery maintenance (no torch needed) -------------------------------------------------------
