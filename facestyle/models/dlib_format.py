@@ -237,8 +237,13 @@ def input_rgb_image_sized(size: int) -> NetSpec:
     return NetSpec("input", "input_rgb_image_sized", None, (("nc", size), ("nr", size)))
 
 
+def _default_padding(size: int, stride: int) -> int:
+    """dlib's default padding for convolutions and pools: ``size // 2`` at stride 1, none when strided."""
+    return size // 2 if stride == 1 else 0
+
+
 def con(num_filters: int, nr: int, nc: int, stride_y: int, stride_x: int, sub: NetSpec) -> NetSpec:
-    """dlib's ``con``; its default padding is ``filter/2`` for stride 1 and 0 otherwise."""
+    """dlib's ``con`` with its default padding (see :func:`_default_padding`)."""
     return _layer(
         "con",
         sub,
@@ -247,8 +252,8 @@ def con(num_filters: int, nr: int, nc: int, stride_y: int, stride_x: int, sub: N
         nc=nc,
         stride_y=stride_y,
         stride_x=stride_x,
-        padding_y=nr // 2 if stride_y == 1 else 0,
-        padding_x=nc // 2 if stride_x == 1 else 0,
+        padding_y=_default_padding(nr, stride_y),
+        padding_x=_default_padding(nc, stride_x),
     )
 
 
@@ -260,8 +265,8 @@ def _pool(kind: str, nr: int, nc: int, stride_y: int, stride_x: int, sub: NetSpe
         nc=nc,
         stride_y=stride_y,
         stride_x=stride_x,
-        padding_y=nr // 2 if stride_y == 1 else 0,
-        padding_x=nc // 2 if stride_x == 1 else 0,
+        padding_y=_default_padding(nr, stride_y),
+        padding_x=_default_padding(nc, stride_x),
     )
 
 
