@@ -5,12 +5,19 @@ The index is a cache of the SQLite templates, keyed by template id. Two layouts,
 
 - ``flat``: exact inner-product search (``IndexIDMap2`` over ``IndexFlatIP``). Exact is best while it
   is fast enough.
-- ``ivf``: IVF-Flat for large galleries: k-means lists trained on the gallery's own vectors at build
-  time, a query scans the few lists nearest to it. It stores our ids and removes them natively, so
-  removal is real in both layouts. The list count is chosen from the size at build time; once the
-  gallery has grown well past that size the index is rebuilt (retrained).
+- ``ivfpq``: for large galleries, two stages. (1) IVF with 4-bit product-quantised codes scanned by
+  FAISS's SIMD "fast-scan" kernels (``IndexIVFPQFastScan``): k-means lists trained on the gallery's
+  own vectors at build time, a query scans the lists nearest to it, comparing 32-byte codes instead of
+  512-byte vectors, which is ~10x less memory traffic than IVF-Flat. (2) The few dozen candidates it
+  returns are re-scored exactly against the full vectors (an ``IndexIDMap2`` over a flat store), so the
+  scores a user sees are exact cosines and the approximation can only cost recall, never accuracy of a
+  score. IVF-Flat alone needed 3.3 ms per query at 1M for recall@1 0.996; this layout needs well under
+  1 ms (docs/gallery.md). Both stages store our ids and remove them natively, so removal is real in
+  both layouts. The list count is chosen from the size at build time; once the gallery has grown well
+  past that size the index is rebuilt (retrained).
 
-The file on disk is ``magic + header length + JSON header + faiss bytes``. The header stamps what the
+The file on disk is ``magic + header length + JSON header + faiss bytes`` (for ``ivfpq`` the bytes of the
+coarse index followed by those of the exact store; the header gives both lengths). The header stamps what the
 cache was built from (gallery id, model, dimension, SQLite generation) and the SHA-256 of the FAISS
 bytes, so a stale, truncated, corrupt or foreign file is recognised and rebuilt rather than trusted.
 It is written to a temporary file, fsynced and renamed over the old one: readers see the old file or
@@ -33,9 +40,11 @@ import faiss
 import numpy as np
 
 MAGIC = b"FSGALLERYIDX\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the large layout became ivfpq (IVF-Flat files are rebuilt)
 
-#: At or above this many templates the gallery uses IVF; below, exact flat search. Measured on the
+KINDS = ("flat", "ivfpq")
+
+#: At or above this many templates the gallery uses IVF-PQ; below, exact flat search. Measured on the
 #: shared 2-core machine: flat 128-d costs ~0.04-0.06 ms CPU per 1k vectors per query, so ~1 ms is
 #: reached near 17-25k depending on load. See docs/gallery.md.
 IVF_MIN_TEMPLATES = 20_000
@@ -51,10 +60,16 @@ IVF_TRAIN_ITER = 10
 #: the list count then no longer fits the size, and lists fill unevenly.
 IVF_RETRAIN_GROWTH = 4
 #: Lists scanned per query: this many times sqrt(nlist). Genuine-probe recall@1 at a fixed scanned
-#: fraction rises with the list count, so the fraction can shrink as nlist grows (benchmark, 1 thread:
-#: nlist 1024 needs 64 lists for 0.99-0.997 at 100k-1M; nlist 4096 at 1M gives 0.989 at 128 and 0.998
-#: at 256). 3 * sqrt(nlist) gives 96 and 192 there. See docs/gallery.md.
-IVF_NPROBE_PER_SQRT_NLIST = 3
+#: fraction rises with the list count, so the fraction can shrink as nlist grows (benchmark, 1 thread,
+#: IVF4096 at 1M: 0.990 at 192 lists, 0.997 at 256). 4 * sqrt(nlist) gives 256 there. See
+#: docs/gallery.md.
+IVF_NPROBE_PER_SQRT_NLIST = 4
+#: Bits per product-quantiser code: 4 is what FAISS's fast-scan kernels (in-register lookup tables) take.
+PQ_BITS = 4
+#: Candidates the coarse stage hands to the exact re-scoring: at least this many, and twice what the
+#: caller asked for. Re-scoring 64 vectors costs a few microseconds; too few would let PQ's error in
+#: the scores (~0.02 in cosine) reorder close candidates.
+RERANK_MIN = 64
 
 
 def nlist_for(n: int) -> int:
@@ -91,44 +106,70 @@ class Stamp:
 
 def choose_kind(n_templates: int, current: str | None = None) -> str:
     """Index layout for ``n_templates``, with hysteresis around the switch size."""
-    if current == "ivf" and n_templates >= FLAT_MAX_AFTER_IVF:
-        return "ivf"
-    return "ivf" if n_templates >= IVF_MIN_TEMPLATES else "flat"
+    if current == "ivfpq" and n_templates >= FLAT_MAX_AFTER_IVF:
+        return "ivfpq"
+    return "ivfpq" if n_templates >= IVF_MIN_TEMPLATES else "flat"
 
 
-def new_index(kind: str, dim: int) -> faiss.Index:
-    """An empty id-mapped flat inner-product index (IVF indexes come from :func:`new_ivf_index`)."""
-    if kind != "flat":
-        raise ValueError(f"unknown index kind {kind!r}")
+def new_flat_index(dim: int) -> faiss.IndexIDMap2:
+    """An empty id-mapped exact inner-product store: the whole ``flat`` layout, and ``ivfpq``'s exact stage.
+
+    IDMap2 keeps an id -> row map, so ``reconstruct`` works by our ids and removal renumbers safely.
+    """
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
-def new_ivf_index(dim: int, nlist: int) -> faiss.IndexIVFFlat:
-    """An untrained IVF-Flat inner-product index.
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantisers for ``dim``: one per two dimensions (32 bytes of 4-bit codes for 128-d)."""
+    return dim // 2 if dim % 2 == 0 else dim
+
+
+def new_ivfpq_index(dim: int, nlist: int) -> faiss.IndexIVFPQFastScan:
+    """An untrained IVF-PQ fast-scan inner-product index.
 
     It stores our ids itself and removes by id natively (an IndexIDMap around it would break on
-    removal: IVF does not renumber). The hashtable direct map makes ``reconstruct`` (the gallery's
-    spot check) work by id and survives removals.
+    removal: IVF does not renumber). Fast-scan's block lists cannot keep a hashtable direct map, so a
+    removal scans the lists' ids (milliseconds at a million; removals are rare next to searches).
     """
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, int(nlist), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFPQFastScan(
+        quantizer, dim, int(nlist), pq_subquantizers(dim), PQ_BITS, faiss.METRIC_INNER_PRODUCT
+    )
     index.cp.niter = IVF_TRAIN_ITER
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
     return index
 
 
-def train_ivf(index: faiss.IndexIVFFlat, vectors: np.ndarray) -> None:
-    """Train the coarse quantizer (k-means, FAISS's fixed seed) on ``vectors``."""
+def train_ivf(index: faiss.Index, vectors: np.ndarray) -> None:
+    """Train the coarse quantizer and the codebooks (k-means, FAISS's fixed seed) on ``vectors``."""
     index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
 class VectorIndex:
-    """A FAISS index keyed by template id, plus what the gallery needs to know about it."""
+    """A FAISS index keyed by template id, plus what the gallery needs to know about it.
 
-    def __init__(self, kind: str, dim: int, index: faiss.Index | None = None, trained_on: int = 0) -> None:
+    ``index`` is what a search scans first; ``exact`` holds the full vectors by id (the same object as
+    ``index`` in the flat layout) and gives exact scores and ``reconstruct``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        index: faiss.Index | None = None,
+        exact: faiss.IndexIDMap2 | None = None,
+        trained_on: int = 0,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}")
         self.kind = kind
         self.dim = dim
-        self.index = index if index is not None else new_index(kind, dim)
+        if kind == "flat":
+            self.index = index if index is not None else new_flat_index(dim)
+            self.exact = self.index
+        else:
+            if index is None or exact is None:
+                raise ValueError("an ivfpq VectorIndex needs its trained index and its exact store")
+            self.index, self.exact = index, exact
         #: IVF: how many vectors the lists were trained for (drives the retrain-on-growth rule).
         self.trained_on = int(trained_on)
         self._ids = self._read_ids()
@@ -141,18 +182,18 @@ class VectorIndex:
             for ids, vecs in chunks:
                 out.add(ids, vecs)
             return out
-        if kind != "ivf":
+        if kind != "ivfpq":
             raise ValueError(f"unknown index kind {kind!r}")
         parts = list(chunks)
         ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
         vecs = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, dim), np.float32)
         n = len(ids)
         nlist = nlist_for(n)
-        index = new_ivf_index(dim, nlist)
+        index = new_ivfpq_index(dim, nlist)
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, train_size(n, nlist), replace=False))
         train_ivf(index, vecs[pick])
-        out = cls("ivf", dim, index, trained_on=n)
+        out = cls("ivfpq", dim, index, new_flat_index(dim), trained_on=n)
         out.add(ids, vecs)
         return out
 
@@ -160,30 +201,30 @@ class VectorIndex:
         """Whether an index holding ``n_live`` templates should be rebuilt (layout or IVF training)."""
         if choose_kind(n_live, self.kind) != self.kind:
             return True
-        return self.kind == "ivf" and n_live > IVF_RETRAIN_GROWTH * max(self.trained_on, 1)
+        return self.kind == "ivfpq" and n_live > IVF_RETRAIN_GROWTH * max(self.trained_on, 1)
 
     def _read_ids(self) -> np.ndarray:
-        if self.kind == "ivf":
-            lists = self.index.invlists
-            parts = [
-                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                for i in range(self.index.nlist)
-                if lists.list_size(i)
-            ]
-            ids = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
-        else:
-            ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ids = faiss.vector_to_array(self.exact.id_map).astype(np.int64)
         ids.sort()
         return ids
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.exact.ntotal)
 
     @property
     def ids(self) -> np.ndarray:
         """Sorted ids held by the index."""
         return self._ids
+
+    @property
+    def nlist(self) -> int:
+        """IVF list count (0 for the flat layout)."""
+        return int(self.index.nlist) if self.kind == "ivfpq" else 0
+
+    def reconstruct(self, template_id: int) -> np.ndarray:
+        """The stored (unit) vector of ``template_id``."""
+        return self.exact.reconstruct(int(template_id))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
@@ -191,38 +232,55 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
-        self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
-        self._ids = np.union1d(self._ids, np.asarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.kind == "ivfpq":
+            self.index.add_with_ids(vectors, ids)
+        self.exact.add_with_ids(vectors, ids)
+        self._ids = np.union1d(self._ids, ids)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (both layouts remove for real)."""
         if len(ids) == 0:
             return 0
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        # IVF's hashtable direct map finds each id directly, and accepts only an explicit array of ids;
-        # the flat id map tests every stored id against the selector, so a hashed batch is fast there.
-        sel = (
-            faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))
-            if self.kind == "ivf"
-            else faiss.IDSelectorBatch(ids)
-        )
-        removed = int(self.index.remove_ids(sel))
-        self._ids = np.setdiff1d(self._ids, np.asarray(ids, dtype=np.int64), assume_unique=True)
+        # Both stages test every stored id against the selector, so a hashed batch keeps that cheap.
+        if self.kind == "ivfpq":
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        removed = int(self.exact.remove_ids(faiss.IDSelectorBatch(ids)))
+        self._ids = np.setdiff1d(self._ids, ids, assume_unique=True)
         return removed
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)`` of shape (Q, k); missing slots have id -1."""
+        """``(scores, ids)`` of shape (Q, k), exact inner products, best first; missing slots have id -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(int(k), max(self.ntotal, 1)))
-        if self.kind == "ivf":  # per-call parameters: no shared state touched by concurrent searches
-            params = faiss.SearchParametersIVF(nprobe=nprobe_for(self.index.nlist))
-            return self.index.search(queries, k, params=params)
-        return self.index.search(queries, k)
+        if self.kind == "flat":
+            return self.exact.search(queries, k)
+        # Per-call parameters: no shared state touched by concurrent searches.
+        params = faiss.SearchParametersIVF(nprobe=nprobe_for(self.index.nlist))
+        k_coarse = min(max(2 * k, RERANK_MIN), max(self.ntotal, 1))
+        _, cand = self.index.search(queries, k_coarse, params=params)
+        return self._rescore(queries, cand, k)
+
+    def _rescore(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of the coarse candidates ``cand`` (Q, K'), keeping the best ``k`` per query."""
+        valid = cand >= 0
+        keys = np.where(valid, cand, self._ids[0] if len(self._ids) else 0)
+        vecs = self.exact.reconstruct_batch(np.ascontiguousarray(keys.ravel()))
+        scores = np.einsum("qkd,qd->qk", vecs.reshape(*cand.shape, self.dim), queries)
+        scores = np.where(valid, scores, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(cand, order, axis=1), -1)
+        return np.where(np.isfinite(top_scores), top_scores, -np.inf).astype(np.float32), top_ids
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: Path, stamp: Stamp) -> None:
         """Atomically replace ``path`` with this index stamped with ``stamp`` (mode 0600)."""
-        payload = faiss.serialize_index(self.index).tobytes()
+        blobs = [faiss.serialize_index(self.index).tobytes()]
+        if self.kind == "ivfpq":
+            blobs.append(faiss.serialize_index(self.exact).tobytes())
+        payload = b"".join(blobs)
         header = {
             "format": FORMAT_VERSION,
             "gallery_id": stamp.gallery_id,
@@ -233,6 +291,7 @@ class VectorIndex:
             "ntotal": self.ntotal,
             "trained_on": self.trained_on,
             "payload_bytes": len(payload),
+            "part_bytes": [len(b) for b in blobs],
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
         }
         head = json.dumps(header, sort_keys=True).encode()
@@ -280,28 +339,41 @@ class VectorIndex:
         ):
             raise IndexInvalid("the index file is truncated or corrupt (checksum mismatch)")
         kind = header.get("kind")
-        if kind not in ("flat", "ivf"):
+        if kind not in KINDS:
             raise IndexInvalid(f"the index file has an unknown kind {kind!r}")
         trained_on = header.get("trained_on", 0)
-        if not isinstance(trained_on, int) or (kind == "ivf" and trained_on < 1):
+        parts = header.get("part_bytes")
+        if (
+            not isinstance(trained_on, int)
+            or (kind == "ivfpq" and trained_on < 1)
+            or not isinstance(parts, list)
+            or len(parts) != (1 if kind == "flat" else 2)
+            or sum(parts) != len(payload)
+        ):
             raise IndexInvalid("the index file header is damaged")
-        try:
-            index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
-        except RuntimeError:
-            raise IndexInvalid("FAISS could not read the index file") from None
         # deserialize_index already returns the most derived wrapper, which owns the C++ object: keep
         # that one (a downcast copy does not own it, and the original would free the index).
-        expected = faiss.IndexIDMap2 if kind == "flat" else faiss.IndexIVFFlat
-        if (
-            index.d != dim
-            or not isinstance(index, expected)
-            or index.metric_type != faiss.METRIC_INNER_PRODUCT
+        indexes = []
+        offset = 0
+        for size in parts:
+            try:
+                indexes.append(
+                    faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8, count=size, offset=offset))
+                )
+            except RuntimeError:
+                raise IndexInvalid("FAISS could not read the index file") from None
+            offset += size
+        expected = (faiss.IndexIDMap2,) if kind == "flat" else (faiss.IndexIVFPQFastScan, faiss.IndexIDMap2)
+        if any(
+            ix.d != dim or not isinstance(ix, want) or ix.metric_type != faiss.METRIC_INNER_PRODUCT
+            for ix, want in zip(indexes, expected, strict=True)
         ):
             raise IndexInvalid("the index file holds an index of the wrong shape")
-        if kind == "ivf" and (not index.is_trained or index.direct_map.type != faiss.DirectMap.Hashtable):
+        if kind == "ivfpq" and (not indexes[0].is_trained or indexes[0].ntotal != indexes[1].ntotal):
             raise IndexInvalid("the index file holds an index of the wrong shape")
         stamp = Stamp(gallery_id, model, dim, int(header["generation"]), kind)
-        return cls(kind, dim, index, trained_on=trained_on), stamp
+        exact = indexes[1] if kind == "ivfpq" else None
+        return cls(kind, dim, indexes[0], exact, trained_on=trained_on), stamp
 
 
 def fsync_dir(directory: Path) -> None:

@@ -1,9 +1,10 @@
-"""The IVF layout of large galleries, with the switch size lowered so a few thousand vectors suffice."""
+"""The IVF-PQ layout of large galleries, with the switch size lowered so a few thousand vectors suffice."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -40,8 +41,8 @@ def test_list_count_and_probe_policy() -> None:
         assert 1 <= nprobe_for(nlist) <= nlist
     # hysteresis: IVF from the switch size, back to flat only below half of it
     s = index_mod.IVF_MIN_TEMPLATES
-    assert choose_kind(s - 1) == "flat" and choose_kind(s) == "ivf"
-    assert choose_kind(s // 2, "ivf") == "ivf" and choose_kind(s // 2 - 1, "ivf") == "flat"
+    assert choose_kind(s - 1) == "flat" and choose_kind(s) == "ivfpq"
+    assert choose_kind(s // 2, "ivfpq") == "ivfpq" and choose_kind(s // 2 - 1, "ivfpq") == "flat"
 
 
 def test_ivf_gallery_recall_remove_rename_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,12 +61,23 @@ def test_ivf_gallery_recall_remove_rename_reopen(tmp_path: Path, monkeypatch: py
     with Gallery.open(gdir, model=MODEL, dim=DIM) as g:
         g.enroll_many(names, x)
         stats = g.stats()
-        assert stats["index_kind"] == "ivf" and stats["index_vectors"] == N
+        assert stats["index_kind"] == "ivfpq" and stats["index_vectors"] == N
         ivf = g._index.index  # the real FAISS object: approximate, not a flat index in disguise
+        assert isinstance(ivf, faiss.IndexIVFPQFastScan)
         assert ivf.nlist == nlist_for(N) == 32 and nprobe_for(ivf.nlist) < ivf.nlist
         exact = [names[i] for i in np.argmax(probes @ x.T, axis=1)]
         assert np.mean(np.array(exact) == np.array(names)[src]) > 0.99  # probes are genuine
         assert recall(g, exact) >= 0.99
+        # The coarse stage's PQ scores are approximate; what the gallery reports is re-scored exactly.
+        params = faiss.SearchParametersIVF(nprobe=nprobe_for(ivf.nlist))
+        pq_scores, pq_ids = ivf.search(probes[:50], 1, params=params)
+        true = np.array([probes[i] @ g._index.reconstruct(t) for i, t in enumerate(pq_ids[:, 0])])
+        assert np.max(np.abs(pq_scores[:, 0] - true)) > 1e-3  # the approximation is real...
+        scores, ids = g._index.search(probes[:50], 5)
+        stored = np.array([[g._index.reconstruct(t) for t in row] for row in ids])
+        exact_scores = np.einsum("qkd,qd->qk", stored, probes[:50])
+        assert np.allclose(scores, exact_scores, atol=1e-5)  # ...the reported scores are exact...
+        assert np.all(np.diff(scores, axis=1) <= 0)  # ...and ordered by them
 
         gone = [f"p{i}" for i in src[:30]]
         for name in gone:
@@ -91,7 +103,7 @@ def test_ivf_gallery_recall_remove_rename_reopen(tmp_path: Path, monkeypatch: py
     with Gallery.open(gdir, on_note=notes.append) as g:
         assert recall(g, exact) >= 0.99
         stats = g.stats()
-        assert notes == [] and stats["index_kind"] == "ivf" and stats["index_vectors"] == N - 30
+        assert notes == [] and stats["index_kind"] == "ivfpq" and stats["index_vectors"] == N - 30
         assert g.identify(probes[40:41], top_k=1, threshold=0.5)[0].identity == "renamed"
 
 
@@ -102,7 +114,7 @@ def test_ivf_retrains_after_growth(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     x = unit(np.random.default_rng(3).standard_normal((2100, 32)))
     with Gallery.open(tmp_path / "g", model=MODEL, dim=32) as g:
         g.enroll_many([f"a{i}" for i in range(500)], x[:500])
-        assert g._index.kind == "ivf" and g._index.trained_on == 500
+        assert g._index.kind == "ivfpq" and g._index.trained_on == 500
         g.enroll_many([f"b{i}" for i in range(1500)], x[500:2000])  # 2000 = 4 x 500: not yet
         assert g._index.trained_on == 500 and g._index.ntotal == 2000
         g.enroll_many([f"c{i}" for i in range(100)], x[2000:])
