@@ -11,8 +11,8 @@ The index is a cache of the SQLite templates, keyed by template id. Two layouts,
   512-byte vectors, which is ~10x less memory traffic than IVF-Flat. (2) The few dozen candidates it
   returns are re-scored exactly against the full vectors (an ``IndexIDMap2`` over a flat store), so the
   scores a user sees are exact cosines and the approximation can only cost recall, never accuracy of a
-  score. IVF-Flat alone needed 3.3 ms per query at 1M for recall@1 0.996; this layout needs well under
-  1 ms (docs/gallery.md). Both stages store our ids and remove them natively, so removal is real in
+  score. IVF-Flat alone needed 3.3 ms per query at 1M for recall@1 0.996; this layout needs 0.78 ms
+  for 0.998 (docs/gallery.md). Both stages store our ids and remove them natively, so removal is real in
   both layouts. The list count is chosen from the size at build time; once the gallery has grown well
   past that size the index is rebuilt (retrained).
 
@@ -60,16 +60,17 @@ IVF_TRAIN_ITER = 10
 #: the list count then no longer fits the size, and lists fill unevenly.
 IVF_RETRAIN_GROWTH = 4
 #: Lists scanned per query: this many times sqrt(nlist). Genuine-probe recall@1 at a fixed scanned
-#: fraction rises with the list count, so the fraction can shrink as nlist grows (benchmark, 1 thread,
-#: IVF4096 at 1M: 0.990 at 192 lists, 0.997 at 256). 4 * sqrt(nlist) gives 256 there. See
-#: docs/gallery.md.
-IVF_NPROBE_PER_SQRT_NLIST = 4
+#: fraction rises with the list count, so the fraction can shrink as nlist grows. Because the
+#: candidates are re-scored exactly, recall is that of the lists scanned (IVF-Flat's): at 1M, nlist
+#: 4096, 192 lists give 0.996. 3 * sqrt(nlist) gives 192 there. See docs/gallery.md.
+IVF_NPROBE_PER_SQRT_NLIST = 3
 #: Bits per product-quantiser code: 4 is what FAISS's fast-scan kernels (in-register lookup tables) take.
 PQ_BITS = 4
-#: Candidates the coarse stage hands to the exact re-scoring: at least this many, and twice what the
-#: caller asked for. Re-scoring 64 vectors costs a few microseconds; too few would let PQ's error in
-#: the scores (~0.02 in cosine) reorder close candidates.
-RERANK_MIN = 64
+#: Candidates the coarse stage hands to the exact re-scoring: at least this many (``Gallery.search``
+#: asks for 36). With a few dozen re-scored, PQ's error in the scores (~0.02 in cosine) cannot push the
+#: true neighbour out of the candidates, so recall is that of the lists scanned; more candidates cost
+#: fast-scan time (k=72 is ~0.1 ms slower per query at 1M than k=1).
+RERANK_MIN = 32
 
 
 def nlist_for(n: int) -> int:
@@ -258,21 +259,22 @@ class VectorIndex:
             return self.exact.search(queries, k)
         # Per-call parameters: no shared state touched by concurrent searches.
         params = faiss.SearchParametersIVF(nprobe=nprobe_for(self.index.nlist))
-        k_coarse = min(max(2 * k, RERANK_MIN), max(self.ntotal, 1))
+        k_coarse = min(max(k, RERANK_MIN), max(self.ntotal, 1))
         _, cand = self.index.search(queries, k_coarse, params=params)
         return self._rescore(queries, cand, k)
 
     def _rescore(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the coarse candidates ``cand`` (Q, K'), keeping the best ``k`` per query."""
-        valid = cand >= 0
-        keys = np.where(valid, cand, self._ids[0] if len(self._ids) else 0)
-        vecs = self.exact.reconstruct_batch(np.ascontiguousarray(keys.ravel()))
-        scores = np.einsum("qkd,qd->qk", vecs.reshape(*cand.shape, self.dim), queries)
-        scores = np.where(valid, scores, -np.inf).astype(np.float32)
+        missing = cand < 0
+        keys = np.where(missing, self._ids[0] if len(self._ids) else 0, cand)
+        vecs = self.exact.reconstruct_batch(keys.ravel()).reshape(*cand.shape, self.dim)
+        scores = np.matmul(vecs, queries[:, :, None])[..., 0]
+        scores[missing] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(cand, order, axis=1), -1)
-        return np.where(np.isfinite(top_scores), top_scores, -np.inf).astype(np.float32), top_ids
+        rows = np.arange(len(cand))[:, None]
+        top_scores, top_ids = scores[rows, order], cand[rows, order]
+        top_ids[np.isneginf(top_scores)] = -1
+        return top_scores, top_ids
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: Path, stamp: Stamp) -> None:
