@@ -27,6 +27,29 @@ from torch import Tensor
 _EPS = 1e-12
 
 
+class _GramProduct(torch.autograd.Function):
+    """``F @ F^T * scale`` for ``F`` of shape (N, C, P), with a one-product backward.
+
+    Autograd on ``bmm(F, F^T)`` sees two uses of ``F`` and computes two products plus an accumulation of
+    two (N, C, P) gradients, one of them through a transposed view; at relu1_1 of a 512 px image that
+    accumulation alone is a 50 MB strided add. The gradient is ``(dG + dG^T) @ F * scale``: one product
+    of a C x C matrix with F. Measured ~0.2 s less per L-BFGS step at 512 px (docs/style.md).
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, scale: float) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(flat)
+        ctx.scale = scale
+        return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (flat,) = ctx.saved_tensors
+        sym = grad + grad.transpose(1, 2)
+        return torch.bmm(sym, flat).mul_(ctx.scale), None
+
+
 def gram(features: Tensor) -> Tensor:
     """Gram matrix of activations ``(C, H, W)`` or ``(N, C, H, W)``, divided by ``C*H*W``.
 
@@ -38,7 +61,7 @@ def gram(features: Tensor) -> Tensor:
         raise ValueError(f"expected (C,H,W) or (N,C,H,W) activations, got shape {tuple(features.shape)}")
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / float(c * h * w)
+    return _GramProduct.apply(flat, 1.0 / float(c * h * w))
 
 
 def blend_grams(grams: Sequence[Tensor], weights: Sequence[float]) -> Tensor:

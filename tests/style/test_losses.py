@@ -23,6 +23,20 @@ def test_gram_is_a_spatial_mean_so_tiling_does_not_change_it():
     assert torch.allclose(gram(tiled), gram(f), atol=1e-6)
 
 
+def test_gram_gradient_matches_autograd_of_the_plain_product():
+    # gram() has a hand-written backward ((dG + dG^T) F / n); check it against autograd on bmm(F, F^T)
+    torch.manual_seed(0)
+    feats = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, 5, dtype=torch.float64)  # not symmetric, so both halves of dG matter
+    (gram(feats) * weight).sum().backward()
+    ours = feats.grad.clone()
+    feats.grad = None
+    flat = feats.reshape(2, 5, 12)
+    ((torch.bmm(flat, flat.transpose(1, 2)) / 60.0) * weight).sum().backward()
+    assert torch.allclose(ours, feats.grad, atol=1e-12)
+    assert torch.autograd.gradcheck(gram, (feats.detach().requires_grad_(True),))
+
+
 def test_gram_rejects_wrong_rank():
     with pytest.raises(ValueError):
         gram(torch.zeros(2, 2))
