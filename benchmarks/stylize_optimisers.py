@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facestyle.io.images import load_image
-from facestyle.style.backbones import build_extractor
+from facestyle.style.backbones import build_extractor, get_backbone
 from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, to_tensor
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
-STYLE_TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-CONTENT_TAPS = ["relu4_2"]
+#: The default taps of the backbone (relu1_1..relu5_1 / relu4_2), as ``stylize`` uses them.
+STYLE_TAPS = list(get_backbone("vgg19-random").style_taps)
+CONTENT_TAPS = list(get_backbone("vgg19-random").content_taps)
 VARIANTS = [
     "lbfgs-clamp",
     "lbfgs-no-clamp",

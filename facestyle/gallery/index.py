@@ -245,9 +245,10 @@ class VectorIndex:
             return 0
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         # Both stages test every stored id against the selector, so a hashed batch keeps that cheap.
+        selector = faiss.IDSelectorBatch(ids)
         if self.kind == "ivfpq":
-            self.index.remove_ids(faiss.IDSelectorBatch(ids))
-        removed = int(self.exact.remove_ids(faiss.IDSelectorBatch(ids)))
+            self.index.remove_ids(selector)
+        removed = int(self.exact.remove_ids(selector))
         self._ids = np.setdiff1d(self._ids, ids, assume_unique=True)
         return removed
 
