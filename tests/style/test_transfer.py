@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image
 from typer.testing import CliRunner
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from facestyle.errors import EXIT_WEIGHTS_MISSING, UsageError
 from facestyle.style.backbones import build_extractor
 from facestyle.style.colour import rgb_to_yuv
-from facestyle.style.transfer import fit_size, level_sizes, split_steps, stylize
+from facestyle.style.transfer import DIVERGENCE_FACTOR, fit_size, level_sizes, optimise, split_steps, stylize
 
 TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"]
 
@@ -46,6 +47,43 @@ def test_split_steps_and_level_sizes():
     assert level_sizes((64, 40), 3) == [(64, 40)]  # coarser levels would be under 32 px
     assert level_sizes((96, 64), 3) == [(48, 32), (96, 64)]
     assert fit_size((1000, 1500), 300) == (200, 300)
+
+
+class _RecordingQuadratic:
+    """``sum(w * (x - target)^2)`` (curvatures 1..10, so L-BFGS needs a few dozen steps) that records every
+    image it is evaluated at; ``spike(n)`` scales the loss of evaluation ``n`` (1-based), like the
+    blow-up of an L-BFGS run without a line search."""
+
+    def __init__(self, spike, shape=(1, 3, 6, 5)):
+        self.target = 0.3 + 0.4 * torch.rand(shape, generator=torch.Generator().manual_seed(1))
+        self.curvature = torch.logspace(0, 1, self.target.numel()).view(shape)
+        self.spike, self.seen, self.losses = spike, [], []
+
+    def __call__(self, x):
+        self.seen.append(x.detach().clone())
+        loss = (self.curvature * (x - self.target).pow(2)).sum() * self.spike(len(self.seen))
+        self.losses.append(float(loss.detach()))
+        return loss, {"total": float(loss)}
+
+
+def test_lbfgs_restarts_from_the_best_image_after_a_divergent_evaluation():
+    objective = _RecordingQuadratic(lambda n: 1000.0 if n == 5 else 1.0)
+    out = optimise(objective, torch.zeros(1, 3, 6, 5), 30)
+    assert objective.losses[4] > DIVERGENCE_FACTOR * min(objective.losses[:4])
+    best_before = objective.seen[int(np.argmin(objective.losses[:4]))]
+    # The step taken from the spike is discarded: the next evaluation is at the best image so far.
+    assert torch.equal(objective.seen[5], best_before)
+    assert (out - objective.target).abs().max() < 1e-3
+
+
+def test_returns_the_best_evaluated_image_when_the_run_ends_worse():
+    # Adam never restarts; every evaluation from the 4th on (and the final check) is 1000x worse.
+    objective = _RecordingQuadratic(lambda n: 1.0 if n <= 3 else 1000.0)
+    out = optimise(objective, torch.zeros(1, 3, 6, 5), 8, optimizer="adam", lr=0.05)
+    assert len(objective.seen) == 9  # 8 steps + the forward pass that scores the final update
+    best = objective.seen[int(np.argmin(objective.losses[:3]))]
+    assert torch.equal(out, best)
+    assert not torch.equal(out, objective.seen[-1])
 
 
 def test_short_run_lowers_the_loss_and_honours_size(images, extractor):
