@@ -247,9 +247,10 @@ def optimise(
 
     opt = new_optimizer()
     last: dict[str, float] = {}
-    best: dict[str, float | Tensor] = {"loss": float("inf"), "image": x.detach().clone()}
+    best_loss, best_image = float("inf"), x.detach().clone()
 
     def closure() -> Tensor:
+        nonlocal best_loss, best_image
         # Keep the pixels in range (as the PyTorch tutorial does): the loss optimised is then the loss of
         # the image that is saved, instead of an image whose out-of-range values get clipped at the end.
         with torch.no_grad():
@@ -259,22 +260,22 @@ def optimise(
         loss.backward()
         last.clear()
         last.update(parts)
-        if parts["total"] < best["loss"]:
-            best.update(loss=parts["total"], image=x.detach().clone())
+        if parts["total"] < best_loss:
+            best_loss, best_image = parts["total"], x.detach().clone()
         return loss
 
     for i in range(steps):
         opt.step(closure)
-        if optimizer == "lbfgs" and not last["total"] <= DIVERGENCE_FACTOR * float(best["loss"]):
+        if optimizer == "lbfgs" and not last["total"] <= DIVERGENCE_FACTOR * best_loss:
             with torch.no_grad():
-                x.copy_(best["image"])
+                x.copy_(best_image)
             opt = new_optimizer()
         if on_step is not None:
             on_step(i + 1, last["total"], dict(last), x)
     with torch.no_grad():
         x.clamp_(0, 1)
         final_loss = objective(x)[1]["total"] if steps else float("inf")
-    return x.detach() if final_loss <= float(best["loss"]) else best["image"]
+    return x.detach() if final_loss <= best_loss else best_image
 
 
 def stylize(
