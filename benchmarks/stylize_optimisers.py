@@ -38,7 +38,7 @@ from torch import Tensor
 
 from facestyle.io.images import load_image
 from facestyle.style.backbones import build_extractor, get_backbone
-from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, to_tensor
+from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, to_tensor, upsample_with_detail
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
 #: The default taps of the backbone (relu1_1..relu5_1 / relu4_2), as ``stylize`` uses them.
@@ -205,11 +205,7 @@ def main() -> None:
             coarse, c_small = objective(max(16, args.size // 2))
             frac = c_small.numel() / content.numel()
             small = run_pixels(coarse, c_small, args.coarse_steps, rec, "clamp", fraction=frac)
-            hw = tuple(content.shape[-2:])
-            band = content - F.interpolate(
-                resize(content, tuple(c_small.shape[-2:])), size=hw, mode="bicubic", align_corners=False
-            )
-            start = (F.interpolate(small, size=hw, mode="bicubic", align_corners=False) + band).clamp(0, 1)
+            start = upsample_with_detail(small, content)
             out = run_pixels(full, start, round(args.evals - rec.work), rec, "clamp")
         else:
             raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")

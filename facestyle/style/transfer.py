@@ -375,18 +375,7 @@ def stylize(
             tv_weight=tv_weight,
             autocast=half,
         )
-        if image is None:
-            image = _initial(init, c_level, gen)
-        else:
-            # Upsampling the coarse result loses the fine detail the coarse level could not hold; add
-            # back the content's own detail at this scale (one Laplacian-pyramid band) so the fine level
-            # starts sharp instead of spending its steps re-sharpening.
-            prev_hw = tuple(image.shape[-2:])
-            up = F.interpolate(image, size=hw, mode="bicubic", align_corners=False)
-            band = c_level - F.interpolate(
-                resize(c_level, prev_hw), size=hw, mode="bicubic", align_corners=False
-            )
-            image = (up + band).clamp(0, 1)
+        image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
 
         def on_step(
             i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw, done=done
@@ -416,6 +405,21 @@ def stylize(
         device=str(dev),
         schedule=[{"height": h, "width": w, "steps": n} for (h, w), n in zip(sizes, per_level, strict=True)],
     )
+
+
+def upsample_with_detail(coarse: Tensor, content: Tensor) -> Tensor:
+    """The coarse level's result brought to ``content``'s size, for the next level to start from.
+
+    Upsampling loses the fine detail the coarse level could not hold; the content's own detail at this
+    scale (one Laplacian-pyramid band) is added back so the fine level starts sharp instead of spending
+    its steps re-sharpening.
+    """
+    hw = tuple(content.shape[-2:])
+    up = F.interpolate(coarse, size=hw, mode="bicubic", align_corners=False)
+    blurred = F.interpolate(
+        resize(content, tuple(coarse.shape[-2:])), size=hw, mode="bicubic", align_corners=False
+    )
+    return (up + (content - blurred)).clamp(0, 1)
 
 
 def _initial(init: str | ImageLike, content: Tensor, gen: torch.Generator) -> Tensor:
