@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from facestyle.errors import ChecksumError, UsageError
+from facestyle.style.winograd import WinogradConv2d, worth_winograd
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,13 +121,15 @@ class FeatureExtractor(nn.Module):
 # ---------------------------------------------------------------------------------------------- VGG19
 
 
-def build_vgg19_features(deepest: str) -> nn.Sequential:
+def build_vgg19_features(deepest: str, *, winograd: bool = True) -> nn.Sequential:
     """VGG19 ``features`` up to and including layer ``deepest``, indexed like torchvision's.
 
     Keeping torchvision's child indices means a torchvision state dict maps key-for-key
     (``features.21.weight`` -> child ``21``). ReLUs are in place (halves activation memory);
     a ReLU right after a tapped conv output would overwrite that tap, so taps on convs are not offered
-    (:data:`VGG19_TAPS` lists relu and pool layers only).
+    (:data:`VGG19_TAPS` lists relu and pool layers only). With ``winograd`` the wide layers (conv3_1
+    onwards) are :class:`~facestyle.style.winograd.WinogradConv2d`: the same parameters and state-dict
+    keys, but fewer multiplications on the CPU (facestyle/style/winograd.py says when it pays).
     """
     if deepest not in VGG19_LAYERS:
         raise UsageError(f"unknown VGG19 layer {deepest!r}; taps are relu1_1..relu5_4 and pool1..pool5")
@@ -134,9 +137,12 @@ def build_vgg19_features(deepest: str) -> nn.Sequential:
     in_ch = 3
     for name in VGG19_LAYERS[: VGG19_LAYERS.index(deepest) + 1]:
         if name.startswith("conv"):
-            out_ch = VGG19_CFG[[i for i, v in enumerate(VGG19_CFG) if v != "M"][_conv_index(name)]]
-            layers.append(nn.Conv2d(in_ch, int(out_ch), kernel_size=3, padding=1))
-            in_ch = int(out_ch)
+            out_ch = int(VGG19_CFG[[i for i, v in enumerate(VGG19_CFG) if v != "M"][_conv_index(name)]])
+            if winograd and worth_winograd(in_ch, out_ch):
+                layers.append(WinogradConv2d(in_ch, out_ch))
+            else:
+                layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1))
+            in_ch = out_ch
         elif name.startswith("relu"):
             layers.append(nn.ReLU(inplace=True))
         else:
@@ -233,17 +239,25 @@ def vgg19_random(taps: Sequence[str], *, seed: int = 0) -> FeatureExtractor:
     return _vgg_extractor(features, taps, "vgg19-random", trained=False)
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _vgg_extractor(
     features: nn.Sequential, taps: Sequence[str], name: str, trained: bool
 ) -> FeatureExtractor:
+    """Wrap VGG features, run channels-last: oneDNN's convolutions and the Winograd layers both work on
+    NHWC, so activations then flow between layers without layout conversions (measured ~1.2x per
+    style-transfer step on its own, benchmarks/stylize_speed.py)."""
     return FeatureExtractor(
-        features,
+        features.to(memory_format=torch.channels_last),
         {t: str(VGG19_LAYERS.index(t)) for t in taps},
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         name=name,
         trained=trained,
         description=BACKBONES[name].description,
+        input_transform=_channels_last,
     )
 
 

@@ -48,6 +48,10 @@ class _GramProduct(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
         (flat,) = ctx.saved_tensors
         sym = grad + grad.transpose(1, 2)
+        if flat.stride(1) == 1:
+            # Channels-last activations: return the gradient in the same layout ((F^T S)^T = S F, S
+            # symmetric), so the layers below do not get a layout conversion with it.
+            return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2).mul_(ctx.scale), None
         return torch.bmm(sym, flat).mul_(ctx.scale), None
 
 

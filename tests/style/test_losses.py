@@ -23,10 +23,12 @@ def test_gram_is_a_spatial_mean_so_tiling_does_not_change_it():
     assert torch.allclose(gram(tiled), gram(f), atol=1e-6)
 
 
-def test_gram_gradient_matches_autograd_of_the_plain_product():
-    # gram() has a hand-written backward ((dG + dG^T) F / n); check it against autograd on bmm(F, F^T)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_gradient_matches_autograd_of_the_plain_product(layout):
+    # gram() has a hand-written backward ((dG + dG^T) F / n); check it against autograd on bmm(F, F^T),
+    # for both activation layouts (the VGG backbones run channels-last, with their own backward branch).
     torch.manual_seed(0)
-    feats = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(2, 5, 3, 4, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
     weight = torch.randn(2, 5, 5, dtype=torch.float64)  # not symmetric, so both halves of dG matter
     (gram(feats) * weight).sum().backward()
     ours = feats.grad.clone()
@@ -34,6 +36,7 @@ def test_gram_gradient_matches_autograd_of_the_plain_product():
     flat = feats.reshape(2, 5, 12)
     ((torch.bmm(flat, flat.transpose(1, 2)) / 60.0) * weight).sum().backward()
     assert torch.allclose(ours, feats.grad, atol=1e-12)
+    assert ours.is_contiguous(memory_format=layout)
     assert torch.autograd.gradcheck(gram, (feats.detach().requires_grad_(True),))
 
 
