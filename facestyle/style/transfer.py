@@ -27,6 +27,7 @@ from torch import Tensor
 from facestyle.errors import UsageError
 from facestyle.style.backbones import FeatureExtractor, build_extractor, get_backbone
 from facestyle.style.colour import preserve_colours
+from facestyle.style.lbfgs import ProjectedLBFGS
 from facestyle.style.losses import blend_grams, gram, total_loss
 
 ImageLike = str | Path | np.ndarray
@@ -221,61 +222,49 @@ def optimise(
 ) -> Tensor:
     """Run ``steps`` objective evaluations/updates on ``image``; return the best image seen.
 
-    L-BFGS as jcjohnson/neural-style (history 100, no line search, unit step): stepped one iteration
-    at a time so progress and snapshots can be reported; the optimiser keeps its history between
-    calls, so this is the same algorithm as one call with ``max_iter=steps``. Tolerances are off so the
-    step count is exactly what was asked (reproducible timing).
+    L-BFGS as jcjohnson/neural-style (history 100, no line search, unit step), with the pixels clamped
+    to [0, 1] after every step (as the PyTorch tutorial) so the loss optimised is the loss of the image
+    that is saved, and with curvature pairs taken from the moves actually made (:mod:`.lbfgs` says why).
+    Exactly one evaluation per step, so the step count is the work done (reproducible timing).
 
-    Without a line search, and with the pixel clamp making the stored curvature pairs inexact, L-BFGS
-    can diverge late in a run: at 512 px a 300-step run went from 0.276 at step 278 to 7.1 at step 300
-    (docs/style.md). Two safeguards cost nothing on a healthy run: an evaluation more than
-    :data:`DIVERGENCE_FACTOR` times the best loss so far (or not finite) restarts L-BFGS from the best
-    image with an empty history, and the image returned is the best one evaluated (the final update is
-    scored with one forward pass to compete), so a run never ends worse than it has been.
+    Without a line search L-BFGS can still overshoot late in a run (docs/style.md). Two safeguards cost
+    nothing on a healthy run: an evaluation more than :data:`DIVERGENCE_FACTOR` times the best loss so
+    far (or not finite) restarts L-BFGS from the best image with an empty history, and the image
+    returned is the best one evaluated (the final update is scored with one forward pass to compete),
+    so a run never ends worse than it has been.
     """
-    x = image.detach().clone().contiguous().requires_grad_(True)
     if optimizer not in ("lbfgs", "adam"):
         raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
-
-    def new_optimizer() -> torch.optim.Optimizer:
-        if optimizer == "adam":
-            return torch.optim.Adam([x], lr=lr or DEFAULTS["adam_lr"])
-        return torch.optim.LBFGS(
-            [x], lr=lr or 1.0, max_iter=1, max_eval=1, history_size=100,
-            tolerance_grad=-1, tolerance_change=-1,
-        )  # fmt: skip
-
-    opt = new_optimizer()
-    last: dict[str, float] = {}
-    best_loss, best_image = float("inf"), x.detach().clone()
-
-    def closure() -> Tensor:
-        nonlocal best_loss, best_image
-        # Keep the pixels in range (as the PyTorch tutorial does): the loss optimised is then the loss of
-        # the image that is saved, instead of an image whose out-of-range values get clipped at the end.
-        with torch.no_grad():
-            x.clamp_(0, 1)
-        opt.zero_grad(set_to_none=True)
-        loss, parts = objective(x)
-        loss.backward()
-        last.clear()
-        last.update(parts)
-        if parts["total"] < best_loss:
-            best_loss, best_image = parts["total"], x.detach().clone()
-        return loss
+    x = image.detach().clone().contiguous().clamp_(0, 1)
+    lbfgs = ProjectedLBFGS(history=100, lr=lr or 1.0) if optimizer == "lbfgs" else None
+    adam_param = x.clone().requires_grad_(True)
+    adam = torch.optim.Adam([adam_param], lr=lr or DEFAULTS["adam_lr"]) if lbfgs is None else None
+    best_loss, best_image = float("inf"), x
 
     for i in range(steps):
-        opt.step(closure)
-        if optimizer == "lbfgs" and not last["total"] <= DIVERGENCE_FACTOR * best_loss:
+        xg = x.detach().requires_grad_(True)
+        loss, parts = objective(xg)
+        loss.backward()
+        total = parts["total"]
+        if total < best_loss:
+            best_loss, best_image = total, x
+        if lbfgs is not None:
+            if total <= DIVERGENCE_FACTOR * best_loss:
+                x = lbfgs.step(x, xg.grad)
+            else:  # diverged (or not finite): back to the best image, with a fresh history
+                lbfgs.reset()
+                x = best_image
+        else:
             with torch.no_grad():
-                x.copy_(best_image)
-            opt = new_optimizer()
+                adam_param.copy_(x)
+            adam_param.grad = xg.grad
+            adam.step()
+            x = adam_param.detach().clamp(0, 1)
         if on_step is not None:
-            on_step(i + 1, last["total"], dict(last), x)
+            on_step(i + 1, total, dict(parts), x)
     with torch.no_grad():
-        x.clamp_(0, 1)
         final_loss = objective(x)[1]["total"] if steps else float("inf")
-    return x.detach() if final_loss <= best_loss else best_image
+    return x if final_loss <= best_loss else best_image
 
 
 def stylize(
