@@ -8,8 +8,10 @@ image, the one that would be saved. Work is counted in full-size forward+backwar
 evaluation at half size counts 1/4), so the table does not depend on how busy the machine is.
 
 Variants:
-- ``lbfgs-clamp``: facestyle's default and the PyTorch tutorial's way: L-BFGS (history 100, unit step,
-  no line search), pixels clamped to [0, 1] inside the closure.
+- ``lbfgs-clamp``: the PyTorch tutorial's way (and facestyle's until 2026-11-22): ``torch.optim.LBFGS``
+  (history 100, unit step, no line search), pixels clamped to [0, 1] inside the closure.
+- ``facestyle``: facestyle's ``optimise``: the same L-BFGS and clamp, but curvature pairs from the moves
+  actually made (``facestyle.style.lbfgs.ProjectedLBFGS``).
 - ``lbfgs-no-clamp``: the same without the clamp; the result is clipped at the end.
 - ``lbfgs-straight-through``: the loss is taken on clamp(x), its gradient passed to x unchanged.
 - ``lbfgs-pyramid``: the image is a sum of 4 Laplacian-pyramid levels (full, 1/2, 1/4, 1/8 size)
@@ -18,6 +20,7 @@ Variants:
   optimiser); skipped when SciPy is not installed.
 - ``two-scale``: ``--coarse-steps`` evaluations at half size first (facestyle's ``--scales 2``
   transition: upsampled result plus the content's detail band), then full size.
+- ``facestyle-two-scale``: the same schedule with facestyle's ``optimise`` at both levels.
 
     python benchmarks/stylize_optimisers.py                     # 256 px, 300 evaluations, ~25 min on 2 cores
     python benchmarks/stylize_optimisers.py --variants lbfgs-clamp,two-scale --size 512
@@ -38,7 +41,15 @@ from torch import Tensor
 
 from facestyle.io.images import load_image
 from facestyle.style.backbones import build_extractor, get_backbone
-from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, to_tensor, upsample_with_detail
+from facestyle.style.transfer import (
+    DEFAULTS,
+    Objective,
+    fit_size,
+    optimise,
+    resize,
+    to_tensor,
+    upsample_with_detail,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
 #: The default taps of the backbone (relu1_1..relu5_1 / relu4_2), as ``stylize`` uses them.
@@ -46,11 +57,13 @@ STYLE_TAPS = list(get_backbone("vgg19-random").style_taps)
 CONTENT_TAPS = list(get_backbone("vgg19-random").content_taps)
 VARIANTS = [
     "lbfgs-clamp",
+    "facestyle",
     "lbfgs-no-clamp",
     "lbfgs-straight-through",
     "lbfgs-pyramid",
     "lbfgs-b",
     "two-scale",
+    "facestyle-two-scale",
 ]
 
 
@@ -154,6 +167,15 @@ def run_lbfgsb(obj: Objective, x0: Tensor, evals: int, rec: Recorder) -> Tensor:
     return torch.from_numpy(res.x.astype(np.float32)).view(shape)
 
 
+def run_facestyle(obj: Objective, x0: Tensor, evals: int, rec: Recorder, fraction: float = 1.0) -> Tensor:
+    """facestyle's own ``optimise`` (ProjectedLBFGS and its safeguards)."""
+
+    def on_step(_i: int, _loss: float, _parts: dict, x: Tensor) -> None:
+        rec.tick(fraction, (lambda: x) if fraction == 1.0 else None)
+
+    return optimise(obj, x0, evals, on_step=on_step)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
@@ -201,12 +223,20 @@ def main() -> None:
             except ImportError:
                 print("# lbfgs-b skipped: SciPy is not installed (pip install scipy)")
                 continue
-        elif name == "two-scale":
+        elif name == "facestyle":
+            out = run_facestyle(full, content, args.evals, rec)
+        elif name in ("two-scale", "facestyle-two-scale"):
             coarse, c_small = objective(max(16, args.size // 2))
             frac = c_small.numel() / content.numel()
-            small = run_pixels(coarse, c_small, args.coarse_steps, rec, "clamp", fraction=frac)
-            start = upsample_with_detail(small, content)
-            out = run_pixels(full, start, round(args.evals - rec.work), rec, "clamp")
+            if name == "two-scale":
+                small = run_pixels(coarse, c_small, args.coarse_steps, rec, "clamp", fraction=frac)
+                start = upsample_with_detail(small, content)
+                out = run_pixels(full, start, round(args.evals - rec.work), rec, "clamp")
+            else:
+                small = run_facestyle(coarse, c_small, args.coarse_steps, rec, fraction=frac)
+                out = run_facestyle(
+                    full, upsample_with_detail(small, content), round(args.evals - rec.work), rec
+                )
         else:
             raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
         final = score(out)

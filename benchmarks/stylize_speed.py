@@ -7,7 +7,8 @@ tutorial does), non-inplace ReLUs, and ``optim.LBFGS`` called in a ``while`` loo
 inside the closure. It optimises the *same* objective as ours (same taps relu1_1..relu5_1 / relu4_2, same
 relative losses, same weights, same TV term) with the *same* backbone weights (seeded random VGG19 by
 default: weights do not change the speed), so time and final loss are comparable. Both final images are
-scored by one evaluator (facestyle's ``Objective`` at full size).
+scored by one evaluator (facestyle's ``Objective`` at full size, on a VGG19 with torch's own convolutions,
+so our Winograd layers do not judge their own output).
 
 Peak memory is measured in a fresh subprocess per size (ru_maxrss, includes the Python/torch baseline).
 
@@ -29,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from facestyle.style.backbones import VGG19_LAYERS, build_extractor
+from facestyle.style.backbones import VGG19_LAYERS, build_extractor, vgg19_random
 from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
@@ -195,8 +196,10 @@ def main() -> None:
     weights = {k: DEFAULTS[k] for k in ("content_weight", "style_weight", "tv_weight")}
 
     extractor = build_extractor("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
+    # The judge uses torch's own convolutions (no Winograd), like the reference; same weights (same seed).
+    judge = vgg19_random(STYLE_TAPS + CONTENT_TAPS, winograd=False)
     evaluator = Objective(
-        extractor, content_t, [style_t], [1.0], style_taps=STYLE_TAPS, content_taps=CONTENT_TAPS, **weights
+        judge, content_t, [style_t], [1.0], style_taps=STYLE_TAPS, content_taps=CONTENT_TAPS, **weights
     )
 
     def score(img: torch.Tensor) -> float:

@@ -211,24 +211,29 @@ def load_vgg19_imagenet_state(path: Path | None = None, sha256: str | None = Non
 
 
 def vgg19_imagenet(
-    taps: Sequence[str], *, weights_path: Path | None = None, sha256: str | None = None
+    taps: Sequence[str],
+    *,
+    weights_path: Path | None = None,
+    sha256: str | None = None,
+    winograd: bool = True,
 ) -> FeatureExtractor:
-    """VGG19 with ImageNet weights, built only up to the deepest of ``taps``."""
+    """VGG19 with ImageNet weights, built only up to the deepest of ``taps`` (``winograd``: see
+    :func:`build_vgg19_features`)."""
     state = load_vgg19_imagenet_state(weights_path, sha256)
-    features = build_vgg19_features(_deepest(taps))
+    features = build_vgg19_features(_deepest(taps), winograd=winograd)
     features.load_state_dict(vgg19_state_for(features, state), strict=True)
     del state
     return _vgg_extractor(features, taps, "vgg19-imagenet", trained=True)
 
 
-def vgg19_random(taps: Sequence[str], *, seed: int = 0) -> FeatureExtractor:
+def vgg19_random(taps: Sequence[str], *, seed: int = 0, winograd: bool = True) -> FeatureExtractor:
     """VGG19 with seeded random weights (UNTRAINED; He, Wang & Hopcroft 2016).
 
     Kaiming-normal convolutions (fan-in, ReLU gain) keep the activation scale roughly constant with
     depth, so deep taps neither vanish nor explode; biases are zero. The same seed gives the same
     network on every machine (the generator is CPU-side and private, not the global one).
     """
-    features = build_vgg19_features(_deepest(taps))
+    features = build_vgg19_features(_deepest(taps), winograd=winograd)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in features:
