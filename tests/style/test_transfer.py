@@ -63,7 +63,7 @@ class _RecordingQuadratic:
         self.seen.append(x.detach().clone())
         loss = (self.curvature * (x - self.target).pow(2)).sum() * self.spike(len(self.seen))
         self.losses.append(float(loss.detach()))
-        return loss, {"total": float(loss)}
+        return loss, {"total": float(loss.detach())}
 
 
 def test_lbfgs_restarts_from_the_best_image_after_a_divergent_evaluation():
