@@ -237,8 +237,8 @@ def optimise(
         raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
     x = image.detach().clone().contiguous().clamp_(0, 1)
     lbfgs = ProjectedLBFGS(history=100, lr=lr or 1.0) if optimizer == "lbfgs" else None
-    adam_param = x.clone().requires_grad_(True)
-    adam = torch.optim.Adam([adam_param], lr=lr or DEFAULTS["adam_lr"]) if lbfgs is None else None
+    adam_param = x.clone().requires_grad_(True) if lbfgs is None else None
+    adam = torch.optim.Adam([adam_param], lr=lr or DEFAULTS["adam_lr"]) if adam_param is not None else None
     best_loss, best_image = float("inf"), x
 
     for i in range(steps):
@@ -254,12 +254,12 @@ def optimise(
             else:  # diverged (or not finite): back to the best image, with a fresh history
                 lbfgs.reset()
                 x = best_image
-        else:
-            with torch.no_grad():
-                adam_param.copy_(x)
+        else:  # the Adam parameter always equals x here: it is clamped in place after each step
             adam_param.grad = xg.grad
             adam.step()
-            x = adam_param.detach().clamp(0, 1)
+            with torch.no_grad():
+                adam_param.clamp_(0, 1)
+            x = adam_param.detach().clone()
         if on_step is not None:
             on_step(i + 1, total, dict(parts), x)
     with torch.no_grad():
