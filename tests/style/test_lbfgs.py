@@ -56,7 +56,7 @@ def test_stored_displacement_is_the_clamped_move_not_the_proposed_step():
     x2 = opt.step(x1, grad(x1))
     assert x1[0, 0, 0, 0] == 1.0  # clamped
     s, y, _ = opt.pairs[-1]
-    assert torch.equal(s, x1 - x0) and torch.equal(y, grad(x1) - grad(x0))
+    assert torch.equal(s, (x1 - x0).reshape(-1)) and torch.equal(y, (grad(x1) - grad(x0)).reshape(-1))
     assert x2.min() >= 0 and x2.max() <= 1
     opt.reset()
     assert not opt.pairs
