@@ -184,7 +184,8 @@ def main() -> None:
         "--scales",
         default="1,2,200+200",
         help="our schedules to time, comma list: K (stylize's --scales K and its default split) or explicit "
-        "steps per level, coarsest first (200+200: 200 steps at half size, then 200 at full size)",
+        "steps per level, coarsest first (200+200: 200 steps at half size, then 200 at full size); "
+        "a '/plain' suffix runs it without the first level's smoothing preconditioner",
     )
     ap.add_argument("--content", default=str(DATA / "content" / "tubingen.jpg"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry-night.jpg"))
@@ -227,17 +228,20 @@ def main() -> None:
         )  # fmt: skip
         print(f"# {rows[-1]}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
     for config in filter(None, (v.strip() for v in args.scales.split(","))):
+        config, _, variant = config.partition("/")
         per_level = [int(n) for n in config.split("+")] if "+" in config else None
         scales = len(per_level) if per_level else int(config)
         t0 = time.perf_counter()
         res = stylize(
             content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
-            steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor, **weights,
+            steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
+            precondition=variant != "plain", **weights,
         )  # fmt: skip
         secs = time.perf_counter() - t0
         sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)
         rows.append(
-            {"impl": f"facestyle (scales={scales})" if per_level is None else "facestyle (explicit split)",
+            {"impl": (f"facestyle (scales={scales})" if per_level is None else "facestyle (explicit split)")
+                     + (" plain" if variant == "plain" else ""),
              "schedule": sched, "seconds": secs,
              "final_loss": score(to_tensor(res.image))}
         )  # fmt: skip

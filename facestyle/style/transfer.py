@@ -29,6 +29,7 @@ from facestyle.style.backbones import FeatureExtractor, build_extractor, get_bac
 from facestyle.style.colour import preserve_colours
 from facestyle.style.lbfgs import ProjectedLBFGS
 from facestyle.style.losses import blend_grams, gram, total_loss
+from facestyle.style.precondition import SmoothingPreconditioner
 
 ImageLike = str | Path | np.ndarray
 
@@ -218,9 +219,13 @@ def optimise(
     *,
     optimizer: str = "lbfgs",
     lr: float | None = None,
+    preconditioner: Callable[[Tensor], Tensor] | None = None,
     on_step: Callable[[int, float, dict[str, float], Tensor], None] | None = None,
 ) -> Tensor:
     """Run ``steps`` objective evaluations/updates on ``image``; return the best image seen.
+
+    ``preconditioner``: L-BFGS's initial inverse Hessian shape (:mod:`.precondition`); None is the
+    textbook scalar one.
 
     L-BFGS as jcjohnson/neural-style (history 100, no line search, unit step), with the pixels clamped
     to [0, 1] after every step (as the PyTorch tutorial) so the loss optimised is the loss of the image
@@ -236,7 +241,7 @@ def optimise(
     if optimizer not in ("lbfgs", "adam"):
         raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
     x = image.detach().clone().contiguous().clamp_(0, 1)
-    lbfgs = ProjectedLBFGS(history=100, lr=lr or 1.0) if optimizer == "lbfgs" else None
+    lbfgs = ProjectedLBFGS(100, lr or 1.0, preconditioner) if optimizer == "lbfgs" else None
     adam_param = x.clone().requires_grad_(True) if lbfgs is None else None
     adam = torch.optim.Adam([adam_param], lr=lr or DEFAULTS["adam_lr"]) if adam_param is not None else None
     best_loss, best_image = float("inf"), x
@@ -290,6 +295,7 @@ def stylize(
     style_taps: Sequence[str] | None = None,
     content_taps: Sequence[str] | None = None,
     steps_per_scale: Sequence[int] | None = None,
+    precondition: bool = True,
     save_every: int = 0,
     snapshot: Callable[[int, np.ndarray], None] | None = None,
     progress: Callable[[StepInfo], None] | None = None,
@@ -299,7 +305,9 @@ def stylize(
 
     ``init``: "content", "random" (seeded noise) or an image/path. ``snapshot(step, image)`` is called
     every ``save_every`` steps with the current image (colour-preserved if asked). ``extractor`` lets a
-    caller reuse an already built backbone (benchmarks, batch jobs).
+    caller reuse an already built backbone (benchmarks, batch jobs). ``precondition``: the first level's
+    L-BFGS uses :class:`.SmoothingPreconditioner` (it makes the large changes from the initial image
+    sooner); refinement levels never do, because there it measured worse (docs/style.md).
     """
     from facestyle.device import default_device
 
@@ -376,7 +384,10 @@ def stylize(
             if snapshot is not None and save_every and step % save_every == 0 and step != total:
                 snapshot(step, finish(x))
 
-        image = optimise(objective, image, n, optimizer=optimizer, lr=lr, on_step=on_step)
+        smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
+        image = optimise(
+            objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing, on_step=on_step
+        )
         done += n
 
     assert image is not None and objective is not None
