@@ -12,6 +12,9 @@ Variants:
   (history 100, unit step, no line search), pixels clamped to [0, 1] inside the closure.
 - ``facestyle``: facestyle's ``optimise``: the same L-BFGS and clamp, but curvature pairs from the moves
   actually made (``facestyle.style.lbfgs.ProjectedLBFGS``).
+- ``facestyle-preconditioned``: the same with the smoothing preconditioner ``stylize`` uses on its first
+  level (``facestyle.style.precondition.SmoothingPreconditioner``: initial inverse Hessian
+  ``gamma * (I + 16 G_sigma)``, sigma 2 px per 256 px).
 - ``lbfgs-no-clamp``: the same without the clamp; the result is clipped at the end.
 - ``lbfgs-straight-through``: the loss is taken on clamp(x), its gradient passed to x unchanged.
 - ``lbfgs-pyramid``: the image is a sum of 4 Laplacian-pyramid levels (full, 1/2, 1/4, 1/8 size)
@@ -20,7 +23,8 @@ Variants:
   optimiser); skipped when SciPy is not installed.
 - ``two-scale``: ``--coarse-steps`` evaluations at half size first (facestyle's ``--scales 2``
   transition: upsampled result plus the content's detail band), then full size.
-- ``facestyle-two-scale``: the same schedule with facestyle's ``optimise`` at both levels.
+- ``facestyle-two-scale``: the same schedule with facestyle's ``optimise`` at both levels (no
+  preconditioner at either).
 
     python benchmarks/stylize_optimisers.py                     # 256 px, 300 evaluations, ~25 min on 2 cores
     python benchmarks/stylize_optimisers.py --variants lbfgs-clamp,two-scale --size 512
@@ -41,6 +45,7 @@ from torch import Tensor
 
 from facestyle.io.images import load_image
 from facestyle.style.backbones import build_extractor, get_backbone
+from facestyle.style.precondition import SmoothingPreconditioner
 from facestyle.style.transfer import (
     DEFAULTS,
     Objective,
@@ -58,6 +63,7 @@ CONTENT_TAPS = list(get_backbone("vgg19-random").content_taps)
 VARIANTS = [
     "lbfgs-clamp",
     "facestyle",
+    "facestyle-preconditioned",
     "lbfgs-no-clamp",
     "lbfgs-straight-through",
     "lbfgs-pyramid",
@@ -167,13 +173,16 @@ def run_lbfgsb(obj: Objective, x0: Tensor, evals: int, rec: Recorder) -> Tensor:
     return torch.from_numpy(res.x.astype(np.float32)).view(shape)
 
 
-def run_facestyle(obj: Objective, x0: Tensor, evals: int, rec: Recorder, fraction: float = 1.0) -> Tensor:
+def run_facestyle(
+    obj: Objective, x0: Tensor, evals: int, rec: Recorder, fraction: float = 1.0, preconditioned: bool = False
+) -> Tensor:
     """facestyle's own ``optimise`` (ProjectedLBFGS and its safeguards)."""
 
     def on_step(_i: int, _loss: float, _parts: dict, x: Tensor) -> None:
         rec.tick(fraction, (lambda: x) if fraction == 1.0 else None)
 
-    return optimise(obj, x0, evals, on_step=on_step)
+    pre = SmoothingPreconditioner() if preconditioned else None
+    return optimise(obj, x0, evals, preconditioner=pre, on_step=on_step)
 
 
 def main() -> None:
@@ -225,6 +234,8 @@ def main() -> None:
                 continue
         elif name == "facestyle":
             out = run_facestyle(full, content, args.evals, rec)
+        elif name == "facestyle-preconditioned":
+            out = run_facestyle(full, content, args.evals, rec, preconditioned=True)
         elif name in ("two-scale", "facestyle-two-scale"):
             coarse, c_small = objective(max(16, args.size // 2))
             frac = c_small.numel() / content.numel()

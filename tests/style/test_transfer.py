@@ -100,6 +100,27 @@ def test_short_run_lowers_the_loss_and_honours_size(images, extractor):
     assert res.backbone == "vgg19-random" and res.backbone_trained is False
 
 
+def test_only_the_first_level_is_preconditioned(images, extractor, monkeypatch):
+    """The smoothing preconditioner helps the level that starts from the initial image and hurts the
+    refinement levels (docs/style.md), so stylize gives it to level 0 only, and to none when asked."""
+    import facestyle.style.transfer as transfer
+
+    seen = []
+    real = transfer.optimise
+
+    def recording(*args, preconditioner=None, **kw):
+        seen.append(preconditioner)
+        return real(*args, preconditioner=preconditioner, **kw)
+
+    monkeypatch.setattr(transfer, "optimise", recording)
+    kw = dict(size=96, steps=4, scales=2, backbone="vgg19-random", extractor=extractor)
+    stylize(images["content"], images["style"], **kw)
+    assert isinstance(seen[0], transfer.SmoothingPreconditioner) and seen[1] is None
+    seen.clear()
+    stylize(images["content"], images["style"], precondition=False, **kw)
+    assert seen == [None, None]
+
+
 def test_seeded_runs_are_reproducible(images, extractor):
     kw = dict(size=48, steps=4, scales=1, init="random", seed=5, backbone="vgg19-random", extractor=extractor)
     a = stylize(images["content"], images["style"], **kw)
