@@ -8,7 +8,7 @@ inside the closure. It optimises the *same* objective as ours (same taps relu1_1
 relative losses, same weights, same TV term) with the *same* backbone weights (seeded random VGG19 by
 default: weights do not change the speed), so time and final loss are comparable. Both final images are
 scored by one evaluator (facestyle's ``Objective`` at full size, on a VGG19 with torch's own convolutions,
-so our Winograd layers do not judge their own output).
+so our Winograd layers do not judge their own output), as the 8-bit images they would be saved as.
 
 Peak memory is measured in a fresh subprocess per size (the child's own VmHWM, which includes the
 Python/torch baseline), with enough steps (110) to fill the L-BFGS history.
@@ -32,7 +32,7 @@ import torchvision
 from torch import nn
 
 from facestyle.style.backbones import VGG19_LAYERS, build_extractor, vgg19_random
-from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor
+from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor, to_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
 STYLE_TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -213,8 +213,10 @@ def main() -> None:
     )
 
     def score(img: torch.Tensor) -> float:
+        """The judge's loss of an image as it would be saved: clipped and rounded to 8 bits (stylize's
+        result already is; the reference's float tensor gets the same round trip)."""
         with torch.no_grad():
-            return evaluator(img.clamp(0, 1))[1]["total"]
+            return evaluator(to_tensor(to_uint8(img)))[1]["total"]
 
     rows = []
     if not args.skip_reference:
