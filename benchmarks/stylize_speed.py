@@ -270,11 +270,11 @@ def main() -> None:
         "backbone vgg19-random (untrained)"
     )
     print(
-        f"{'implementation':<26} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"
+        f"{'implementation':<32} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"
     )
     for r in rows:
         sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
-        print(f"{r['impl']:<26} {r['schedule']:<22} {r['seconds']:>9.1f} {sp:>8} {r['final_loss']:>11.4f}")
+        print(f"{r['impl']:<32} {r['schedule']:<22} {r['seconds']:>9.1f} {sp:>8} {r['final_loss']:>11.4f}")
     for s, (base, peak) in memory.items():
         print(
             f"stylize at {s} px, {args.memory_steps} steps, fresh process: peak RSS {peak:.0f} MiB "
