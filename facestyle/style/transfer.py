@@ -14,6 +14,7 @@ measured loss per second of CPU favoured it only slightly while costing sharpnes
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facestyle.errors import UsageError
+from facestyle.heap import retained_heap
 from facestyle.style.backbones import FeatureExtractor, build_extractor, get_backbone
 from facestyle.style.colour import preserve_colours
 from facestyle.style.lbfgs import ProjectedLBFGS
@@ -357,38 +359,41 @@ def stylize(
         return preserve_colours(out, content_full_u8) if preserve_colors else out
 
     objective: Objective | None = None
-    for level, (hw, n) in enumerate(zip(sizes, per_level, strict=True)):
-        c_level = resize(content_t, hw)
-        s_level = [resize(s, fit_size(s.shape[-2:], max(1, round(max(hw) * style_scale)))) for s in style_ts]
-        objective = Objective(
-            extractor,
-            c_level,
-            s_level,
-            blend,
-            style_taps=s_taps,
-            content_taps=c_taps,
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            autocast=half,
-        )
-        image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
+    # CPU steps free and re-allocate the same large blocks every step; keep them (facestyle/heap.py).
+    with retained_heap() if dev.type == "cpu" else contextlib.nullcontext():
+        for level, (hw, n) in enumerate(zip(sizes, per_level, strict=True)):
+            c_level = resize(content_t, hw)
+            style_px = max(1, round(max(hw) * style_scale))
+            s_level = [resize(s, fit_size(s.shape[-2:], style_px)) for s in style_ts]
+            objective = Objective(
+                extractor,
+                c_level,
+                s_level,
+                blend,
+                style_taps=s_taps,
+                content_taps=c_taps,
+                content_weight=content_weight,
+                style_weight=style_weight,
+                tv_weight=tv_weight,
+                autocast=half,
+            )
+            image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
 
-        def on_step(
-            i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw, done=done
-        ) -> None:
-            step = done + i
-            history.append((step, loss))
-            if progress is not None:
-                progress(StepInfo(step, total, level, len(sizes), hw, loss, parts))
-            if snapshot is not None and save_every and step % save_every == 0 and step != total:
-                snapshot(step, finish(x))
+            def on_step(
+                i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw, done=done
+            ) -> None:
+                step = done + i
+                history.append((step, loss))
+                if progress is not None:
+                    progress(StepInfo(step, total, level, len(sizes), hw, loss, parts))
+                if snapshot is not None and save_every and step % save_every == 0 and step != total:
+                    snapshot(step, finish(x))
 
-        smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
-        image = optimise(
-            objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing, on_step=on_step
-        )
-        done += n
+            smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
+            image = optimise(
+                objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing, on_step=on_step
+            )
+            done += n
 
     assert image is not None and objective is not None
     final = finish(image)

@@ -121,6 +121,33 @@ def test_only_the_first_level_is_preconditioned(images, extractor, monkeypatch):
     assert seen == [None, None]
 
 
+def test_every_cpu_step_runs_inside_the_retained_heap(images, extractor, monkeypatch):
+    """Each step frees and re-allocates the same large blocks; facestyle/heap.py keeps them, but only
+    while stylize runs (the process gets its memory back afterwards)."""
+    import contextlib
+
+    import facestyle.style.transfer as transfer
+
+    state = {"inside": False, "entered": 0}
+    steps_inside = []
+
+    @contextlib.contextmanager
+    def recording_heap():
+        state["inside"], state["entered"] = True, state["entered"] + 1
+        try:
+            yield True
+        finally:
+            state["inside"] = False
+
+    monkeypatch.setattr(transfer, "retained_heap", recording_heap)
+    stylize(
+        images["content"], images["style"], size=48, steps=4, scales=2, backbone="vgg19-random",
+        extractor=extractor, progress=lambda info: steps_inside.append(state["inside"]),
+    )  # fmt: skip
+    assert state == {"inside": False, "entered": 1}
+    assert steps_inside == [True] * 4
+
+
 def test_seeded_runs_are_reproducible(images, extractor):
     kw = dict(size=48, steps=4, scales=1, init="random", seed=5, backbone="vgg19-random", extractor=extractor)
     a = stylize(images["content"], images["style"], **kw)
