@@ -20,7 +20,9 @@ Python/torch baseline), with enough steps (110) to fill the L-BFGS history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,6 +33,8 @@ import torch
 import torchvision
 from torch import nn
 
+from facestyle.heap import ENV as HEAP_ENV
+from facestyle.heap import retained_heap
 from facestyle.style.backbones import VGG19_LAYERS, build_extractor, vgg19_random
 from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor, to_uint8
 
@@ -144,8 +148,9 @@ def run_reference(cnn, content_img, style_img, steps, content_weight, style_weig
 # ----------------------------------------------------------------------------------------- harness
 
 
-def peak_rss_mib(size: int, steps: int, threads: int) -> tuple[float, float]:
-    """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale).
+def peak_rss_mib(size: int, steps: int, threads: int, retain_heap: bool = True) -> tuple[float, float]:
+    """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale),
+    with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``).
 
     The baseline is taken after importing torch and building the backbone (the CUDA build of torch alone
     maps ~500 MiB); peak minus baseline is what the optimisation itself needs. Both are the kernel's
@@ -171,7 +176,8 @@ def peak_rss_mib(size: int, steps: int, threads: int) -> tuple[float, float]:
         f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex)\n"
         "print(hwm())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, HEAP_ENV: "1" if retain_heap else "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     base, peak = (float(v) for v in out.stdout.strip().splitlines()[-2:])
     return base, peak
 
@@ -185,14 +191,26 @@ def main() -> None:
         default="1,2,200+200",
         help="our schedules to time, comma list: K (stylize's --scales K and its default split) or explicit "
         "steps per level, coarsest first (200+200: 200 steps at half size, then 200 at full size); "
-        "a '/plain' suffix runs it without the first level's smoothing preconditioner",
+        "suffixes: '/plain' runs it without the first level's smoothing preconditioner, '/system-heap' "
+        "without facestyle's retained heap (FACESTYLE_RETAIN_HEAP=0)",
     )
     ap.add_argument("--content", default=str(DATA / "content" / "tubingen.jpg"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry-night.jpg"))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument(
+        "--reference",
+        default="default",
+        help="tutorial reference runs, comma list: 'default' (glibc's own malloc behaviour, what anyone "
+        "running the tutorial gets) and/or 'retained' (inside facestyle's retained_heap, to show what "
+        "that alone buys); empty to skip",
+    )
     ap.add_argument("--memory-sizes", default="512,1024", help="comma list; empty to skip")
     ap.add_argument("--memory-steps", type=int, default=110, help="> 100 fills the L-BFGS history")
+    ap.add_argument(
+        "--memory-heaps",
+        default="retained",
+        help="comma list: 'retained' (stylize as shipped) and/or 'system' (FACESTYLE_RETAIN_HEAP=0)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -219,47 +237,62 @@ def main() -> None:
             return evaluator(to_tensor(to_uint8(img)))[1]["total"]
 
     rows = []
-    if not args.skip_reference:
+    for heap in filter(None, (v.strip() for v in args.reference.split(","))):
+        if heap not in ("default", "retained"):
+            ap.error(f"--reference takes default and/or retained, not {heap!r}")
         cnn = torchvision.models.vgg19(weights=None).features.eval()
         cnn.load_state_dict(extractor.body.state_dict(), strict=False)  # same weights where both have layers
         t0 = time.perf_counter()
-        ref_img = run_reference(cnn, content_t, style_t, args.steps, **weights)
+        with retained_heap() if heap == "retained" else contextlib.nullcontext():
+            ref_img = run_reference(cnn, content_t, style_t, args.steps, **weights)
         rows.append(
-            {"impl": "reference (tutorial)", "schedule": f"{args.steps}@{args.size}",
+            {"impl": "reference (tutorial)" + (" + retained heap" if heap == "retained" else ""),
+             "schedule": f"{args.steps}@{args.size}",
              "seconds": time.perf_counter() - t0, "final_loss": score(ref_img)}
         )  # fmt: skip
         print(f"# {rows[-1]}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
     for config in filter(None, (v.strip() for v in args.scales.split(","))):
-        config, _, variant = config.partition("/")
+        config, *variants = config.split("/")
+        unknown = set(variants) - {"plain", "system-heap"}
+        if unknown:
+            ap.error(f"unknown schedule variant(s) {sorted(unknown)}; use /plain and/or /system-heap")
         per_level = [int(n) for n in config.split("+")] if "+" in config else None
         scales = len(per_level) if per_level else int(config)
+        # stylize keeps freed memory in the process (facestyle/heap.py) unless the variable says not to.
+        os.environ[HEAP_ENV] = "0" if "system-heap" in variants else "1"
         t0 = time.perf_counter()
         res = stylize(
             content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
             steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
-            precondition=variant != "plain", **weights,
+            precondition="plain" not in variants, **weights,
         )  # fmt: skip
         secs = time.perf_counter() - t0
+        os.environ.pop(HEAP_ENV)
         sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)
         rows.append(
             {"impl": (f"facestyle (scales={scales})" if per_level is None else "facestyle (explicit split)")
-                     + (" plain" if variant == "plain" else ""),
+                     + "".join(f" {v}" for v in variants),
              "schedule": sched, "seconds": secs,
              "final_loss": score(to_tensor(res.image))}
         )  # fmt: skip
         print(f"# {rows[-1]}", file=sys.stderr, flush=True)
-    if rows and not args.skip_reference:
+    if rows and rows[0]["impl"].startswith("reference"):
         base = rows[0]["seconds"]
         for r in rows:
             r["speedup"] = base / r["seconds"]
-    memory = {}
+    memory = []
     for s in filter(None, args.memory_sizes.split(",")):
-        memory[int(s)] = peak_rss_mib(int(s), args.memory_steps, args.threads)
+        for heap in filter(None, (v.strip() for v in args.memory_heaps.split(","))):
+            if heap not in ("retained", "system"):
+                ap.error(f"--memory-heaps takes retained and/or system, not {heap!r}")
+            base, peak = peak_rss_mib(int(s), args.memory_steps, args.threads, heap == "retained")
+            memory.append({"size": int(s), "heap": heap, "baseline_mib": base, "peak_mib": peak})
+            print(f"# {memory[-1]}", file=sys.stderr, flush=True)
 
     result = {
         "size": args.size, "steps": args.steps, "threads": args.threads,
         "backbone": "vgg19-random (untrained)",
-        "rows": rows, "peak_rss_mib": memory,
+        "rows": rows, "peak_rss": memory,
         "maxrss_this_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
     if args.json:
@@ -270,15 +303,17 @@ def main() -> None:
         "backbone vgg19-random (untrained)"
     )
     print(
-        f"{'implementation':<32} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"
+        f"{'implementation':<44} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"
     )
     for r in rows:
         sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
-        print(f"{r['impl']:<32} {r['schedule']:<22} {r['seconds']:>9.1f} {sp:>8} {r['final_loss']:>11.4f}")
-    for s, (base, peak) in memory.items():
+        print(f"{r['impl']:<44} {r['schedule']:<22} {r['seconds']:>9.1f} {sp:>8} {r['final_loss']:>11.5f}")
+    for m in memory:
+        base, peak = m["baseline_mib"], m["peak_mib"]
         print(
-            f"stylize at {s} px, {args.memory_steps} steps, fresh process: peak RSS {peak:.0f} MiB "
-            f"(baseline after imports + backbone {base:.0f} MiB; optimisation adds {peak - base:.0f} MiB)"
+            f"stylize at {m['size']} px, {args.memory_steps} steps, fresh process, {m['heap']} heap: "
+            f"peak RSS {peak:.0f} MiB (baseline after imports + backbone {base:.0f} MiB; optimisation adds "
+            f"{peak - base:.0f} MiB)"
         )
 
 
