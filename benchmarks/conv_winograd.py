@@ -3,7 +3,10 @@
 Each row is one VGG19 convolution at the activation size a ``--size`` px image gives it, timed forward
 and forward + input-gradient (what style transfer runs), side by side in one process, best of
 ``--repeats`` after a warm-up (the minimum is the steadiest figure on a shared machine). The last column
-says whether ``worth_winograd`` picks Winograd for that layer.
+says whether ``worth_winograd`` picks Winograd for that layer. Timing runs inside facestyle's
+``retained_heap``, as ``stylize`` runs its steps; ``--system-heap`` times glibc's default behaviour,
+where every block above 32 MiB (Winograd's tile buffers at the early layers) is unmapped on free and
+faulted in again on the next call.
 
     python benchmarks/conv_winograd.py                 # 512x384 (a 512 px landscape image), 2 threads
     python benchmarks/conv_winograd.py --size 1024 --json
@@ -12,12 +15,14 @@ says whether ``worth_winograd`` picks Winograd for that layer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
 import torch
 import torch.nn.functional as F
 
+from facestyle.heap import retained_heap
 from facestyle.style.backbones import VGG19_CFG
 from facestyle.style.winograd import WinogradConv2d, worth_winograd
 
@@ -46,18 +51,10 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=512, help="long side; the short side is 3/4 of it")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
+def time_layers(size: int, repeats: int) -> list[dict]:
+    """One row per VGG19 convolution: forward and forward + input-gradient times, ms, of each path."""
     rows = []
-    for name, c_in, c_out, h, w in vgg19_conv_shapes(args.size * 3 // 4, args.size):
+    for name, c_in, c_out, h, w in vgg19_conv_shapes(size * 3 // 4, size):
         conv = WinogradConv2d(c_in, c_out).requires_grad_(False)
         x = torch.randn(1, c_in, h, w).relu()
         upstream = torch.randn(1, c_out, h, w)
@@ -90,15 +87,31 @@ def main() -> None:
             ("channels_last", torch_cl, x_cl),
             ("winograd", conv, x_cl),
         ):
-            row[f"{label}_fwd_ms"] = 1e3 * best_time(lambda fn=fn, xi=xi: fn(xi), args.repeats)
-            row[f"{label}_fwd_bwd_ms"] = 1e3 * best_time(both(fn, xi), args.repeats)
+            row[f"{label}_fwd_ms"] = 1e3 * best_time(lambda fn=fn, xi=xi: fn(xi), repeats)
+            row[f"{label}_fwd_bwd_ms"] = 1e3 * best_time(both(fn, xi), repeats)
         rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512, help="long side; the short side is 3/4 of it")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--system-heap", action="store_true", help="time without facestyle's retained heap")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    with contextlib.nullcontext() if args.system_heap else retained_heap():
+        rows = time_layers(args.size, args.repeats)
+    heap = "glibc's default heap" if args.system_heap else "retained heap"
 
     if args.json:
-        print(json.dumps({"size": args.size, "threads": args.threads, "rows": rows}, indent=2))
+        print(json.dumps({"size": args.size, "threads": args.threads, "heap": heap, "rows": rows}, indent=2))
         return
     print(
-        f"VGG19 convolutions at {args.size * 3 // 4}x{args.size}, {args.threads} threads, "
+        f"VGG19 convolutions at {args.size * 3 // 4}x{args.size}, {args.threads} threads, {heap}, "
         f"best of {args.repeats} (ms)"
     )
     print(
