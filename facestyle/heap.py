@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import threading
@@ -42,8 +43,9 @@ _lock = threading.Lock()
 _depth = 0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The running glibc, or None on any other C library."""
+    """The running glibc, or None on any other C library (looked up once)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -52,11 +54,11 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def _set_thresholds(libc: ctypes.CDLL, mmap_threshold: int, trim_threshold: int) -> bool:
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold)) == 1
-    if not ok:  # glibc < 2.26 refuses thresholds above HEAP_MAX_SIZE / 2 (32 MiB)
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(RESTORE_MMAP_THRESHOLD)) == 1
-    return libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold)) == 1 and ok
+def _set_thresholds(libc: ctypes.CDLL, mmap_threshold: int, trim_threshold: int) -> None:
+    if libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold)) != 1:
+        # glibc < 2.26 refuses thresholds above HEAP_MAX_SIZE / 2 (32 MiB): take the largest it allows.
+        libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(RESTORE_MMAP_THRESHOLD))
+    libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold))
 
 
 def enabled() -> bool:
