@@ -182,6 +182,29 @@ def peak_rss_mib(size: int, steps: int, threads: int, retain_heap: bool = True) 
     return base, peak
 
 
+@contextlib.contextmanager
+def heap_env(retain: bool):
+    """``FACESTYLE_RETAIN_HEAP`` set for one block (stylize reads it), the previous value restored after."""
+    before = os.environ.get(HEAP_ENV)
+    os.environ[HEAP_ENV] = "1" if retain else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(HEAP_ENV)
+        else:
+            os.environ[HEAP_ENV] = before
+
+
+def comma_list(text: str, allowed: tuple[str, ...], option: str, ap: argparse.ArgumentParser) -> list[str]:
+    """The non-empty items of a comma list, each checked against ``allowed`` before any work starts."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    for item in items:
+        if item not in allowed:
+            ap.error(f"{option} takes {' and/or '.join(allowed)}, not {item!r}")
+    return items
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -213,6 +236,8 @@ def main() -> None:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    references = comma_list(args.reference, ("default", "retained"), "--reference", ap)
+    memory_heaps = comma_list(args.memory_heaps, ("retained", "system"), "--memory-heaps", ap)
     torch.set_num_threads(args.threads)
 
     from facestyle.io.images import load_image
@@ -237,9 +262,7 @@ def main() -> None:
             return evaluator(to_tensor(to_uint8(img)))[1]["total"]
 
     rows = []
-    for heap in filter(None, (v.strip() for v in args.reference.split(","))):
-        if heap not in ("default", "retained"):
-            ap.error(f"--reference takes default and/or retained, not {heap!r}")
+    for heap in references:
         cnn = torchvision.models.vgg19(weights=None).features.eval()
         cnn.load_state_dict(extractor.body.state_dict(), strict=False)  # same weights where both have layers
         t0 = time.perf_counter()
@@ -259,15 +282,14 @@ def main() -> None:
         per_level = [int(n) for n in config.split("+")] if "+" in config else None
         scales = len(per_level) if per_level else int(config)
         # stylize keeps freed memory in the process (facestyle/heap.py) unless the variable says not to.
-        os.environ[HEAP_ENV] = "0" if "system-heap" in variants else "1"
-        t0 = time.perf_counter()
-        res = stylize(
-            content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
-            steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
-            precondition="plain" not in variants, **weights,
-        )  # fmt: skip
-        secs = time.perf_counter() - t0
-        os.environ.pop(HEAP_ENV)
+        with heap_env(retain="system-heap" not in variants):
+            t0 = time.perf_counter()
+            res = stylize(
+                content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
+                steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
+                precondition="plain" not in variants, **weights,
+            )  # fmt: skip
+            secs = time.perf_counter() - t0
         sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)
         rows.append(
             {"impl": (f"facestyle (scales={scales})" if per_level is None else "facestyle (explicit split)")
@@ -282,9 +304,7 @@ def main() -> None:
             r["speedup"] = base / r["seconds"]
     memory = []
     for s in filter(None, args.memory_sizes.split(",")):
-        for heap in filter(None, (v.strip() for v in args.memory_heaps.split(","))):
-            if heap not in ("retained", "system"):
-                ap.error(f"--memory-heaps takes retained and/or system, not {heap!r}")
+        for heap in memory_heaps:
             base, peak = peak_rss_mib(int(s), args.memory_steps, args.threads, heap == "retained")
             memory.append({"size": int(s), "heap": heap, "baseline_mib": base, "peak_mib": peak})
             print(f"# {memory[-1]}", file=sys.stderr, flush=True)
