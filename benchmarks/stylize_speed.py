@@ -205,6 +205,21 @@ def comma_list(text: str, allowed: tuple[str, ...], option: str, ap: argparse.Ar
     return items
 
 
+def parse_schedule(text: str, ap: argparse.ArgumentParser) -> tuple[list[int] | None, int, list[str]]:
+    """``--scales`` entry -> (steps per level or None for stylize's own split, scales, variants); checked
+    before any timing, so a typo does not surface after the reference's ten minutes."""
+    config, *variants = text.strip().split("/")
+    unknown = set(variants) - {"plain", "system-heap", "half"}
+    if unknown:
+        ap.error(f"unknown schedule variant(s) {sorted(unknown)}; use /plain, /system-heap, /half")
+    try:
+        per_level = [int(n) for n in config.split("+")] if "+" in config else None
+        scales = len(per_level) if per_level else int(config)
+    except ValueError:
+        ap.error(f"--scales entry {text.strip()!r} is neither K nor steps per level like 200+175")
+    return per_level, scales, variants
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -215,7 +230,8 @@ def main() -> None:
         help="our schedules to time, comma list: K (stylize's --scales K and its default split) or explicit "
         "steps per level, coarsest first (200+200: 200 steps at half size, then 200 at full size); "
         "suffixes: '/plain' runs it without the first level's smoothing preconditioner, '/system-heap' "
-        "without facestyle's retained heap (FACESTYLE_RETAIN_HEAP=0)",
+        "without facestyle's retained heap (FACESTYLE_RETAIN_HEAP=0), '/half' with stylize's half=True "
+        "(bfloat16 early layers on a CPU with native bfloat16)",
     )
     ap.add_argument("--content", default=str(DATA / "content" / "tubingen.jpg"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry-night.jpg"))
@@ -238,6 +254,7 @@ def main() -> None:
     args = ap.parse_args()
     references = comma_list(args.reference, ("default", "retained"), "--reference", ap)
     memory_heaps = comma_list(args.memory_heaps, ("retained", "system"), "--memory-heaps", ap)
+    schedules = [parse_schedule(v, ap) for v in args.scales.split(",") if v.strip()]
     torch.set_num_threads(args.threads)
 
     from facestyle.io.images import load_image
@@ -274,20 +291,14 @@ def main() -> None:
              "seconds": time.perf_counter() - t0, "final_loss": score(ref_img)}
         )  # fmt: skip
         print(f"# {rows[-1]}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
-    for config in filter(None, (v.strip() for v in args.scales.split(","))):
-        config, *variants = config.split("/")
-        unknown = set(variants) - {"plain", "system-heap"}
-        if unknown:
-            ap.error(f"unknown schedule variant(s) {sorted(unknown)}; use /plain and/or /system-heap")
-        per_level = [int(n) for n in config.split("+")] if "+" in config else None
-        scales = len(per_level) if per_level else int(config)
+    for per_level, scales, variants in schedules:
         # stylize keeps freed memory in the process (facestyle/heap.py) unless the variable says not to.
         with heap_env(retain="system-heap" not in variants):
             t0 = time.perf_counter()
             res = stylize(
                 content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
                 steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
-                precondition="plain" not in variants, **weights,
+                precondition="plain" not in variants, half="half" in variants, **weights,
             )  # fmt: skip
             secs = time.perf_counter() - t0
         sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)

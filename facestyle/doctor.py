@@ -20,7 +20,7 @@ def collect() -> dict:
     import torch
 
     from facestyle import __version__
-    from facestyle.device import default_device
+    from facestyle.device import default_device, native_bfloat16
 
     models = []
     for spec in list_models():
@@ -45,6 +45,7 @@ def collect() -> dict:
         "dlib (tests only)": _version("dlib-bin"),
         "device": str(default_device()),
         "cuda": torch.cuda.is_available(),
+        "cpu_bfloat16": native_bfloat16(),
         "threads": torch.get_num_threads(),
         "home": str(facestyle_home()),
         "models": models,

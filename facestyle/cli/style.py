@@ -65,7 +65,12 @@ def stylize_cmd(
         "vgg19-imagenet", "--backbone", help="vgg19-imagenet, vgg19-random (untrained), dlib-resnet."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
-    half: bool = typer.Option(False, "--half", help="Half-precision features (CUDA only)."),
+    half: bool = typer.Option(
+        False,
+        "--half",
+        help="Reduced-precision backbone: float16 on CUDA, bfloat16 on CPUs with native support "
+        "(~1.2x faster, ~1% higher final loss).",
+    ),
     save_every: int = typer.Option(0, "--save-every", help="Also write OUT.<step>.png every N steps."),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -126,6 +131,7 @@ def stylize_cmd(
             "backbone_trained": result.backbone_trained,
             "backbone_description": info.description,
             "device": result.device,
+            "precision": result.precision,
             "seconds": round(result.seconds, 3),
             "steps": steps,
             "schedule": result.schedule,
@@ -138,7 +144,8 @@ def stylize_cmd(
         else:
             untrained = "" if result.backbone_trained else " (UNTRAINED random weights)"
             note(
-                f"wrote {output} ({w}x{h}) in {result.seconds:.1f} s on {result.device}, "
+                f"wrote {output} ({w}x{h}) in {result.seconds:.1f} s on {result.device} "
+                f"({result.precision}), "
                 f"backbone {result.backbone}{untrained}, final loss {result.losses['total']:.4g}"
             )
 

@@ -15,7 +15,8 @@ oneDNN's own algorithms match each other.
 Only the gradient with respect to the *input* is computed (the backward of a stride-1, pad-1 3x3
 convolution is another such convolution, with the kernel flipped and the channels swapped), which is
 what optimising an image needs. A layer whose weights require gradients, or that is not on the CPU,
-falls back to ``F.conv2d``.
+falls back to ``F.conv2d``. A bfloat16 input is computed in float32 (and its gradient returned as
+bfloat16), also under CPU autocast.
 """
 
 from __future__ import annotations
@@ -151,8 +152,17 @@ class WinogradConv2d(nn.Conv2d):
         return self._kernels
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.requires_grad:
+        if x.device.type != "cpu" or self.weight.requires_grad:
+            return super().forward(x)
+        if x.dtype == torch.bfloat16:
+            # From layers run in bfloat16 (``stylize --half`` on the CPU). Here Winograd in float32 is
+            # about as fast as oneDNN in bfloat16, so the wide layers go back to full precision.
+            x = x.float()
+        elif x.dtype != torch.float32:
             return super().forward(x)
         forward_kernel, backward_kernel = self._winograd_kernels()
         bias = self.bias.detach() if self.bias is not None else None
-        return _FrozenWinograd.apply(x, forward_kernel, backward_kernel, bias)
+        # CPU autocast would demote the transforms' and the GEMM's matrix products to bfloat16, and the
+        # transforms (coefficients up to 8) amplify that rounding more than a direct convolution does.
+        with torch.autocast("cpu", enabled=False):
+            return _FrozenWinograd.apply(x, forward_kernel, backward_kernel, bias)

@@ -237,3 +237,87 @@ def test_cli_bad_inputs(cli, images, tmp_path):
         cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.xyz")]
     )
     assert res.exit_code == 2 and "extension" in res.output
+
+
+def test_reduced_precision_per_device(monkeypatch):
+    import facestyle.style.transfer as transfer
+
+    assert transfer.reduced_precision(torch.device("cuda")) is torch.float16
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: True)
+    assert transfer.reduced_precision(torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: False)
+    with pytest.raises(UsageError, match="native bfloat16"):
+        transfer.reduced_precision(torch.device("cpu"))
+
+
+def test_half_without_native_bfloat16_stops_before_any_work(images, extractor, monkeypatch):
+    import facestyle.style.transfer as transfer
+
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: False)
+    progress = []
+    with pytest.raises(UsageError, match="--half needs"):
+        stylize(
+            images["content"], images["style"], size=48, steps=2, backbone="vgg19-random",
+            extractor=extractor, device="cpu", half=True, progress=progress.append,
+        )  # fmt: skip
+    assert progress == []
+
+
+def test_half_on_the_cpu_runs_early_layers_in_bfloat16_and_reports_float32_losses(
+    images, extractor, monkeypatch
+):
+    """bfloat16 for oneDNN's layers (conv1_1..conv2_2), float32 from the first Winograd layer on; the
+    targets and the reported losses are float32, so they equal a float32 objective's on the result."""
+    import facestyle.style.transfer as transfer
+
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: True)  # oneDNN runs bfloat16 on any x86
+    dtypes: dict[str, set] = {"conv1_1": set(), "conv3_1": set()}
+    hooks = [
+        extractor.body[index].register_forward_hook(
+            lambda _m, _i, out, name=name: dtypes[name].add(out.dtype)
+        )
+        for name, index in (("conv1_1", 0), ("conv3_1", 10))
+    ]
+    kw = dict(size=64, steps=10, scales=1, backbone="vgg19-random", extractor=extractor, device="cpu")
+    try:
+        half = stylize(images["content"], images["style"], half=True, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    full = stylize(images["content"], images["style"], **kw)
+    assert dtypes == {"conv1_1": {torch.bfloat16, torch.float32}, "conv3_1": {torch.float32}}
+    assert half.precision == "bfloat16" and full.precision == "float32"
+    assert half.history[-1][1] < 0.5 * half.history[0][1]
+
+    content = transfer.resize(transfer.to_tensor(np.asarray(Image.open(images["content"]).convert("RGB"))),
+                              half.image.shape[:2])  # fmt: skip
+    style_arr = np.asarray(Image.open(images["style"]).convert("RGB"))
+    style = transfer.resize(transfer.to_tensor(style_arr), fit_size(style_arr.shape[:2], 64))
+    exact = transfer.Objective(
+        extractor, content, [style], [1.0], style_taps=TAPS[:5], content_taps=TAPS[5:],
+        content_weight=1.0, style_weight=1e3, tv_weight=1.0,
+    )  # fmt: skip
+    with torch.no_grad():
+        scored = exact(transfer.to_tensor(half.image))[1]
+    assert scored["total"] == pytest.approx(half.losses["total"], rel=1e-5)
+    # Rounding noise, not a different optimum: within a few percent of the float32 run.
+    assert half.losses["total"] == pytest.approx(full.losses["total"], rel=0.05)
+
+
+def test_cli_half_reports_its_precision_or_says_why_not(cli, images, tmp_path, monkeypatch):
+    import json
+
+    import facestyle.style.transfer as transfer
+
+    out = tmp_path / "half.png"
+    args = ["stylize", str(images["content"]), str(images["style"]), "-o", str(out), "--size", "40",
+            "--steps", "3", "--backbone", "vgg19-random", "--device", "cpu", "--half", "--json"]  # fmt: skip
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: False)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code != 0 and "Traceback" not in res.output and not out.exists()
+    assert "--half needs a CUDA device or a CPU with native bfloat16" in res.output
+    monkeypatch.setattr(transfer, "native_bfloat16", lambda: True)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["precision"] == "bfloat16"
+    assert out.is_file()

@@ -104,3 +104,32 @@ def test_vgg19_with_and_without_winograd_agree():
     assert _rel(outs[1], outs[0]) < 1e-4
     # A ReLU whose input is within rounding of zero may switch, so gradients agree a little less closely.
     assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-3
+
+
+def test_bfloat16_input_is_computed_in_float32_and_its_gradient_returned_as_bfloat16():
+    """``stylize --half`` on the CPU feeds the first Winograd layer from bfloat16 layers: the wide layer
+    then works on the float32 value of that input, to float32 accuracy, not at bfloat16 precision."""
+    conv = _frozen(16, 24, seed=2)
+    x = torch.randn(1, 16, 12, 8).bfloat16().requires_grad_(True)
+    upstream = torch.randn(1, 24, 12, 8)
+    out = conv(x)
+    assert out.dtype == torch.float32
+    x32 = x.detach().float().requires_grad_(True)
+    expected = F.conv2d(x32, conv.weight, conv.bias, padding=1)
+    assert _rel(out.detach(), expected.detach()) < 1e-5  # bfloat16 arithmetic would be ~1e-2 off
+    (out * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+    assert _rel(x.grad.float(), x32.grad) < 2**-8  # the float32 gradient, rounded once to bfloat16
+
+
+def test_cpu_autocast_does_not_demote_the_winograd_products():
+    """Under ``torch.autocast("cpu", bfloat16)`` torch would run the transforms and the batched GEMM in
+    bfloat16; the layer switches autocast off so the result is the same as without it."""
+    conv = _frozen(32, 32, seed=3)
+    x = torch.randn(1, 32, 16, 16)
+    plain = conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = conv(x)
+    assert cast.dtype == torch.float32
+    assert torch.equal(cast, plain)
