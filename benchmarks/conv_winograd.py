@@ -10,6 +10,7 @@ faulted in again on the next call.
 
     python benchmarks/conv_winograd.py                 # 512x384 (a 512 px landscape image), 2 threads
     python benchmarks/conv_winograd.py --size 1024 --json
+    python benchmarks/conv_winograd.py --bf16          # also bfloat16 oneDNN (default if the CPU has it)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from facestyle.device import native_bfloat16
 from facestyle.heap import retained_heap
 from facestyle.style.backbones import VGG19_CFG
 from facestyle.style.winograd import WinogradConv2d, worth_winograd
@@ -51,8 +53,9 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def time_layers(size: int, repeats: int) -> list[dict]:
-    """One row per VGG19 convolution: forward and forward + input-gradient times, ms, of each path."""
+def time_layers(size: int, repeats: int, bf16: bool = False) -> list[dict]:
+    """One row per VGG19 convolution: forward and forward + input-gradient times, ms, of each path
+    (with ``bf16`` also oneDNN channels-last in bfloat16, what ``stylize --half`` runs on the CPU)."""
     rows = []
     for name, c_in, c_out, h, w in vgg19_conv_shapes(size * 3 // 4, size):
         conv = WinogradConv2d(c_in, c_out).requires_grad_(False)
@@ -67,10 +70,13 @@ def time_layers(size: int, repeats: int) -> list[dict]:
         def torch_cl(x=x_cl, w=w_cl, conv=conv):
             return F.conv2d(x, w, conv.bias, padding=1)
 
+        def torch_cl_bf16(x, w=w_cl.bfloat16(), b=conv.bias.bfloat16()):
+            return F.conv2d(x, w, b, padding=1)
+
         def both(fn, x, upstream=upstream):
             def run():
                 xi = x.detach().requires_grad_(True)
-                fn(xi).backward(upstream)
+                fn(xi).backward(upstream.to(xi.dtype))
 
             return run
 
@@ -82,11 +88,10 @@ def time_layers(size: int, repeats: int) -> list[dict]:
             "w": w,
             "winograd_used": worth_winograd(c_in, c_out),
         }
-        for label, fn, xi in (
-            ("nchw", torch_nchw, x),
-            ("channels_last", torch_cl, x_cl),
-            ("winograd", conv, x_cl),
-        ):
+        paths = [("nchw", torch_nchw, x), ("channels_last", torch_cl, x_cl), ("winograd", conv, x_cl)]
+        if bf16:
+            paths.append(("bf16", torch_cl_bf16, x_cl.bfloat16()))
+        for label, fn, xi in paths:
             row[f"{label}_fwd_ms"] = 1e3 * best_time(lambda fn=fn, xi=xi: fn(xi), repeats)
             row[f"{label}_fwd_bwd_ms"] = 1e3 * best_time(both(fn, xi), repeats)
         rows.append(row)
@@ -99,12 +104,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--system-heap", action="store_true", help="time without facestyle's retained heap")
+    ap.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=native_bfloat16(),
+        help="also time oneDNN in bfloat16 (stylize --half on the CPU); default: if the CPU has it natively",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with contextlib.nullcontext() if args.system_heap else retained_heap():
-        rows = time_layers(args.size, args.repeats)
+        rows = time_layers(args.size, args.repeats, args.bf16)
     heap = "glibc's default heap" if args.system_heap else "retained heap"
 
     if args.json:
@@ -117,24 +128,33 @@ def main() -> None:
     print(
         f"{'layer':<8} {'C_in->C_out':>12} {'HxW':>9} | {'fwd nchw':>9} {'cl':>7} {'wino':>7} {'x':>5} | "
         f"{'fwd+bwd nchw':>12} {'cl':>7} {'wino':>7} {'x':>5} | used"
+        + (" | fwd+bwd bf16" if args.bf16 else "")
     )
-    totals = {k: 0.0 for k in ("nchw", "chosen")}
+    totals = {k: 0.0 for k in ("nchw", "chosen", "half")}
     for r in rows:
         f_n, f_c, f_w = r["nchw_fwd_ms"], r["channels_last_fwd_ms"], r["winograd_fwd_ms"]
         b_n, b_c, b_w = r["nchw_fwd_bwd_ms"], r["channels_last_fwd_bwd_ms"], r["winograd_fwd_bwd_ms"]
         totals["nchw"] += r["nchw_fwd_bwd_ms"]
         totals["chosen"] += r["winograd_fwd_bwd_ms"] if r["winograd_used"] else r["channels_last_fwd_bwd_ms"]
+        if args.bf16:  # --half: bfloat16 where oneDNN runs, Winograd (float32) where it is used
+            totals["half"] += r["winograd_fwd_bwd_ms"] if r["winograd_used"] else r["bf16_fwd_bwd_ms"]
         print(
             f"{r['layer']:<8} {r['c_in']:>5}->{r['c_out']:<5} {r['h']:>4}x{r['w']:<4} | "
             f"{f_n:>9.1f} {f_c:>7.1f} {f_w:>7.1f} {f_n / f_w:>4.2f}x | "
             f"{b_n:>12.1f} {b_c:>7.1f} {b_w:>7.1f} {b_n / b_w:>4.2f}x | "
-            f"{'winograd' if r['winograd_used'] else 'oneDNN'}"
+            f"{'winograd' if r['winograd_used'] else 'oneDNN  '}"
+            + (f" | {r['bf16_fwd_bwd_ms']:>13.1f}" if args.bf16 else "")
         )
     print(
         f"all convolutions, forward + input gradient: torch NCHW {totals['nchw']:.0f} ms, facestyle's choice "
         f"(channels-last oneDNN or Winograd per layer) {totals['chosen']:.0f} ms, "
         f"{totals['nchw'] / totals['chosen']:.2f}x"
     )
+    if args.bf16:
+        print(
+            f"with --half (bfloat16 oneDNN where oneDNN is used, float32 Winograd elsewhere): "
+            f"{totals['half']:.0f} ms, {totals['chosen'] / totals['half']:.2f}x over the float32 choice"
+        )
 
 
 if __name__ == "__main__":

@@ -182,31 +182,30 @@ class Objective:
         self.weights = dict(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
         self.layer_weights = layer_weights or {t: 1.0 for t in self.style_taps}
         self.half_dtype = half_dtype
-        # The targets are computed once per level, so always at full precision: reduced precision then
-        # only adds rounding noise to the image being optimised, never a bias to what it is matched to.
+        # The targets go through the same precision as the image being optimised. Reduced-precision
+        # features are a slightly different function of the image; matched against float32 targets,
+        # L-BFGS chases that difference (at 512 px: +4.8% final loss instead of +1%, docs/style.md).
         with torch.no_grad():
-            feats = self._features(content, exact=True)
+            feats = self._features(content)
             self.content_targets = {t: feats[t].detach() for t in self.content_taps}
             per_style = []
             for s in styles:
-                f = self._features(s, exact=True)
+                f = self._features(s)
                 per_style.append({t: gram(f[t]).detach() for t in self.style_taps})
             self.style_targets = {
                 t: blend_grams([g[t] for g in per_style], list(blend)) for t in self.style_taps
             }
 
-    def _features(self, image: Tensor, *, exact: bool = False) -> dict[str, Tensor]:
-        """Backbone activations as float32; under ``half_dtype`` autocast unless ``exact``."""
-        reduced = self.half_dtype is not None and not exact
-        with torch.autocast(image.device.type, self.half_dtype) if reduced else contextlib.nullcontext():
+    def _features(self, image: Tensor) -> dict[str, Tensor]:
+        """Backbone activations as float32 (computed under ``half_dtype`` autocast if set)."""
+        half = self.half_dtype
+        with torch.autocast(image.device.type, half) if half is not None else contextlib.nullcontext():
             feats = self.extractor(image)
         return {k: v.float() for k, v in feats.items()}
 
-    def __call__(self, image: Tensor, *, exact: bool = False) -> tuple[Tensor, dict[str, float]]:
-        """(loss, parts) of ``image``. ``exact`` evaluates in float32 even when the objective is set to
-        reduced precision (the loss a result is reported and judged by)."""
+    def __call__(self, image: Tensor) -> tuple[Tensor, dict[str, float]]:
         return total_loss(
-            self._features(image, exact=exact),
+            self._features(image),
             image,
             style_targets=self.style_targets,
             content_targets=self.content_targets,
@@ -219,7 +218,7 @@ def reduced_precision(device: torch.device) -> torch.dtype:
     """The autocast dtype ``--half`` runs the backbone in on ``device``.
 
     float16 on CUDA. bfloat16 on a CPU with native bfloat16 instructions, where oneDNN's early VGG19
-    convolutions run twice as fast (the Winograd layers stay float32: there they are as fast and exact);
+    convolutions run twice as fast (the Winograd layers stay float32: there that is as fast);
     at 512 px that made a run ~1.2x faster for ~1% more final loss (docs/style.md). Elsewhere bfloat16 is
     emulated, slower than float32, so asking for it is an error rather than a silent slowdown.
     """
@@ -336,8 +335,7 @@ def stylize(
     caller reuse an already built backbone (benchmarks, batch jobs). ``precondition``: the first level's
     L-BFGS uses :class:`.SmoothingPreconditioner` (it makes the large changes from the initial image
     sooner); refinement levels never do, because there it measured worse (docs/style.md). ``half``:
-    run the backbone in :func:`reduced_precision` while optimising (targets and reported losses stay
-    float32).
+    run the backbone in :func:`reduced_precision` while optimising; the reported losses are float32.
     """
     from facestyle.device import default_device
 
@@ -385,6 +383,12 @@ def stylize(
         out = to_uint8(resize(x, full))
         return preserve_colours(out, content_full_u8) if preserve_colors else out
 
+    def make_objective(c_level: Tensor, s_level: list[Tensor], half: torch.dtype | None) -> Objective:
+        return Objective(
+            extractor, c_level, s_level, blend, style_taps=s_taps, content_taps=c_taps,
+            content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, half_dtype=half,
+        )  # fmt: skip
+
     objective: Objective | None = None
     # CPU steps free and re-allocate the same large blocks every step; keep them (facestyle/heap.py).
     with retained_heap() if dev.type == "cpu" else contextlib.nullcontext():
@@ -392,18 +396,7 @@ def stylize(
             c_level = resize(content_t, hw)
             style_px = max(1, round(max(hw) * style_scale))
             s_level = [resize(s, fit_size(s.shape[-2:], style_px)) for s in style_ts]
-            objective = Objective(
-                extractor,
-                c_level,
-                s_level,
-                blend,
-                style_taps=s_taps,
-                content_taps=c_taps,
-                content_weight=content_weight,
-                style_weight=style_weight,
-                tv_weight=tv_weight,
-                half_dtype=half_dtype,
-            )
+            objective = make_objective(c_level, s_level, half_dtype)
             image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
 
             def on_step(
@@ -426,7 +419,9 @@ def stylize(
     final = finish(image)
     with torch.no_grad():
         # Loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
-        _, losses = objective(to_tensor(to_uint8(image), dev), exact=True)
+        if half_dtype is not None:  # report (and let callers judge) the float32 loss
+            objective = make_objective(c_level, s_level, None)
+        _, losses = objective(to_tensor(to_uint8(image), dev))
     return StylizeResult(
         image=final,
         losses=losses,
