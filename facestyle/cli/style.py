@@ -69,7 +69,7 @@ def stylize_cmd(
         False,
         "--half",
         help="Reduced-precision backbone: float16 on CUDA, bfloat16 on CPUs with native support "
-        "(~1.2x faster, ~1% higher final loss).",
+        "(there ~1.2x faster for up to ~1% higher final loss).",
     ),
     save_every: int = typer.Option(0, "--save-every", help="Also write OUT.<step>.png every N steps."),
     json: bool = JsonOpt,
