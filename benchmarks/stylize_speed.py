@@ -148,9 +148,12 @@ def run_reference(cnn, content_img, style_img, steps, content_weight, style_weig
 # ----------------------------------------------------------------------------------------- harness
 
 
-def peak_rss_mib(size: int, steps: int, threads: int, retain_heap: bool = True) -> tuple[float, float]:
+def peak_rss_mib(
+    size: int, steps: int, threads: int, retain_heap: bool = True, half: bool = False
+) -> tuple[float, float]:
     """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale),
-    with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``).
+    with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``), in float32
+    or with ``half`` (``stylize --half``).
 
     The baseline is taken after importing torch and building the backbone (the CUDA build of torch alone
     maps ~500 MiB); peak minus baseline is what the optimisation itself needs. Both are the kernel's
@@ -173,7 +176,8 @@ def peak_rss_mib(size: int, steps: int, threads: int, retain_heap: bool = True) 
         "rng = np.random.default_rng(0)\n"
         f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
         f"s = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
-        f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex)\n"
+        f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex, "
+        f"half={half})\n"
         "print(hwm())\n"
     )
     env = {**os.environ, HEAP_ENV: "1" if retain_heap else "0"}
@@ -250,10 +254,16 @@ def main() -> None:
         default="retained",
         help="comma list: 'retained' (stylize as shipped) and/or 'system' (FACESTYLE_RETAIN_HEAP=0)",
     )
+    ap.add_argument(
+        "--memory-precisions",
+        default="float32",
+        help="comma list: 'float32' and/or 'half' (stylize --half: bfloat16 early layers on a CPU with it)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     references = comma_list(args.reference, ("default", "retained"), "--reference", ap)
     memory_heaps = comma_list(args.memory_heaps, ("retained", "system"), "--memory-heaps", ap)
+    precisions = comma_list(args.memory_precisions, ("float32", "half"), "--memory-precisions", ap)
     schedules = [parse_schedule(v, ap) for v in args.scales.split(",") if v.strip()]
     torch.set_num_threads(args.threads)
 
@@ -316,9 +326,13 @@ def main() -> None:
     memory = []
     for s in filter(None, args.memory_sizes.split(",")):
         for heap in memory_heaps:
-            base, peak = peak_rss_mib(int(s), args.memory_steps, args.threads, heap == "retained")
-            memory.append({"size": int(s), "heap": heap, "baseline_mib": base, "peak_mib": peak})
-            print(f"# {memory[-1]}", file=sys.stderr, flush=True)
+            for precision in precisions:
+                base, peak = peak_rss_mib(
+                    int(s), args.memory_steps, args.threads, heap == "retained", precision == "half"
+                )
+                row = {"size": int(s), "heap": heap, "precision": precision}
+                memory.append({**row, "baseline_mib": base, "peak_mib": peak})
+                print(f"# {memory[-1]}", file=sys.stderr, flush=True)
 
     result = {
         "size": args.size, "steps": args.steps, "threads": args.threads,
@@ -342,7 +356,8 @@ def main() -> None:
     for m in memory:
         base, peak = m["baseline_mib"], m["peak_mib"]
         print(
-            f"stylize at {m['size']} px, {args.memory_steps} steps, fresh process, {m['heap']} heap: "
+            f"stylize at {m['size']} px, {args.memory_steps} steps, fresh process, {m['heap']} heap, "
+            f"{m['precision']}: "
             f"peak RSS {peak:.0f} MiB (baseline after imports + backbone {base:.0f} MiB; optimisation adds "
             f"{peak - base:.0f} MiB)"
         )
