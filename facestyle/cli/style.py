@@ -71,6 +71,11 @@ def stylize_cmd(
         help="Reduced-precision backbone: float16 on CUDA, bfloat16 on CPUs with native support "
         "(there ~1.2x faster for up to ~1% higher final loss).",
     ),
+    lbfgs_history: int | None = typer.Option(
+        None,
+        "--lbfgs-history",
+        help="Curvature pairs L-BFGS keeps (default 100, fewer above ~450k pixels to stay within 1 GiB).",
+    ),
     save_every: int = typer.Option(0, "--save-every", help="Also write OUT.<step>.png every N steps."),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -117,6 +122,7 @@ def stylize_cmd(
                 backbone=backbone,
                 device=device,
                 half=half,
+                lbfgs_history=lbfgs_history,
                 save_every=save_every,
                 snapshot=snapshot if save_every else None,
                 progress=bar.update,

@@ -22,6 +22,24 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+#: Curvature pairs kept at most (jcjohnson/neural-style's and ``torch.optim.LBFGS``'s default).
+MAX_HISTORY = 100
+#: Bytes the curvature history may take before it is shortened: each pair is two image-sized float32
+#: tensors, so 100 pairs of a 1024x1024 image would be 2.5 GiB, most of what a 1024 px run needs.
+HISTORY_BUDGET = 1 << 30
+
+
+def history_length(numel: int, element_size: int = 4, budget: int | None = None) -> int:
+    """How many curvature pairs of an image with ``numel`` elements fit in ``budget`` bytes
+    (:data:`HISTORY_BUDGET` when None).
+
+    :data:`MAX_HISTORY` up to ~450k pixels (512x512 gets all 100), fewer above: 56 at 1024x768, 42 at
+    1024x1024, never under 10. Shortening the history costs little final loss (docs/style.md measures
+    it), while its memory grows with the pixels.
+    """
+    fits = (HISTORY_BUDGET if budget is None else budget) // max(1, 2 * numel * element_size)
+    return int(max(10, min(MAX_HISTORY, fits)))
+
 
 class ProjectedLBFGS:
     """Search directions for minimising over the box [0, 1]^n; the caller evaluates and moves.
@@ -37,7 +55,7 @@ class ProjectedLBFGS:
 
     def __init__(
         self,
-        history: int = 100,
+        history: int = MAX_HISTORY,
         lr: float = 1.0,
         preconditioner: Callable[[Tensor], Tensor] | None = None,
     ) -> None:

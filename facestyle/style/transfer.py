@@ -30,7 +30,7 @@ from facestyle.errors import UsageError
 from facestyle.heap import retained_heap
 from facestyle.style.backbones import FeatureExtractor, build_extractor, get_backbone
 from facestyle.style.colour import preserve_colours
-from facestyle.style.lbfgs import ProjectedLBFGS
+from facestyle.style.lbfgs import MAX_HISTORY, ProjectedLBFGS, history_length
 from facestyle.style.losses import blend_grams, gram, total_loss
 from facestyle.style.precondition import SmoothingPreconditioner
 
@@ -247,12 +247,13 @@ def optimise(
     optimizer: str = "lbfgs",
     lr: float | None = None,
     preconditioner: Callable[[Tensor], Tensor] | None = None,
+    history: int = MAX_HISTORY,
     on_step: Callable[[int, float, dict[str, float], Tensor], None] | None = None,
 ) -> Tensor:
     """Run ``steps`` objective evaluations/updates on ``image``; return the best image seen.
 
     ``preconditioner``: L-BFGS's initial inverse Hessian shape (:mod:`.precondition`); None is the
-    textbook scalar one.
+    textbook scalar one. ``history``: curvature pairs L-BFGS keeps.
 
     L-BFGS as jcjohnson/neural-style (history 100, no line search, unit step), with the pixels clamped
     to [0, 1] after every step (as the PyTorch tutorial) so the loss optimised is the loss of the image
@@ -268,7 +269,7 @@ def optimise(
     if optimizer not in ("lbfgs", "adam"):
         raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
     x = image.detach().clone().contiguous().clamp_(0, 1)
-    lbfgs = ProjectedLBFGS(100, lr or 1.0, preconditioner) if optimizer == "lbfgs" else None
+    lbfgs = ProjectedLBFGS(history, lr or 1.0, preconditioner) if optimizer == "lbfgs" else None
     adam_param = x.clone().requires_grad_(True) if lbfgs is None else None
     adam = torch.optim.Adam([adam_param], lr=lr or DEFAULTS["adam_lr"]) if adam_param is not None else None
     best_loss, best_image = float("inf"), x
@@ -323,6 +324,7 @@ def stylize(
     content_taps: Sequence[str] | None = None,
     steps_per_scale: Sequence[int] | None = None,
     precondition: bool = True,
+    lbfgs_history: int | None = None,
     save_every: int = 0,
     snapshot: Callable[[int, np.ndarray], None] | None = None,
     progress: Callable[[StepInfo], None] | None = None,
@@ -336,6 +338,8 @@ def stylize(
     L-BFGS uses :class:`.SmoothingPreconditioner` (it makes the large changes from the initial image
     sooner); refinement levels never do, because there it measured worse (docs/style.md). ``half``:
     run the backbone in :func:`reduced_precision` while optimising; the reported losses are float32.
+    ``lbfgs_history``: curvature pairs L-BFGS keeps; None sizes it per level with :func:`.history_length`
+    (100, fewer above ~450k pixels, so the history stays within 1 GiB).
     """
     from facestyle.device import default_device
 
@@ -345,6 +349,8 @@ def stylize(
         raise UsageError(f"--size {size} is too small (at least 16 pixels)")
     if style_scale <= 0:
         raise UsageError("--style-scale must be positive")
+    if lbfgs_history is not None and lbfgs_history < 1:
+        raise UsageError("--lbfgs-history must be at least 1")
     half_dtype = reduced_precision(dev) if half else None
     style_list = [styles] if isinstance(styles, str | Path | np.ndarray) else list(styles)
     if not style_list:
@@ -411,8 +417,9 @@ def stylize(
 
             smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
             image = optimise(
-                objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing, on_step=on_step
-            )
+                objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing,
+                history=lbfgs_history or history_length(image.numel()), on_step=on_step,
+            )  # fmt: skip
             done += n
 
     assert image is not None and objective is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facestyle.style.lbfgs import ProjectedLBFGS
+from facestyle.style.lbfgs import HISTORY_BUDGET, MAX_HISTORY, ProjectedLBFGS, history_length
 
 
 def _quadratic(target: torch.Tensor, curvature: torch.Tensor):
@@ -60,3 +60,23 @@ def test_stored_displacement_is_the_clamped_move_not_the_proposed_step():
     assert x2.min() >= 0 and x2.max() <= 1
     opt.reset()
     assert not opt.pairs
+
+
+def test_history_length_keeps_the_curvature_pairs_within_the_budget():
+    assert MAX_HISTORY == 100 and HISTORY_BUDGET == 1 << 30
+    assert history_length(3 * 512 * 512) == 100  # 0.6 GiB: the whole default history fits
+    assert history_length(3 * 1024 * 768) == 56
+    assert history_length(3 * 1024 * 1024) == 42  # instead of 2.5 GiB for 100 pairs
+    assert history_length(3 * 4096 * 4096) == 10  # never fewer
+    assert history_length(3 * 1024 * 1024, element_size=2) == 85
+    for side in range(600, 2000, 37):
+        n = history_length(3 * side * side)
+        assert n * 2 * 4 * 3 * side * side <= HISTORY_BUDGET or n == 10
+        assert (n + 1) * 2 * 4 * 3 * side * side > HISTORY_BUDGET or n == MAX_HISTORY
+
+
+def test_history_never_holds_more_pairs_than_its_length():
+    target = torch.full((1, 1, 4, 4), 0.5)
+    opt = ProjectedLBFGS(history=3)
+    _run(opt, _quadratic(target, torch.logspace(0, 1, 16).view(target.shape)), torch.zeros_like(target), 8)
+    assert len(opt.pairs) == 3

@@ -121,6 +121,32 @@ def test_only_the_first_level_is_preconditioned(images, extractor, monkeypatch):
     assert seen == [None, None]
 
 
+def test_lbfgs_history_is_sized_per_level_from_its_memory_budget(images, extractor, monkeypatch):
+    """Each curvature pair is two image-sized tensors (100 pairs of a 1024x1024 image: 2.5 GiB), so each
+    level's history comes from HISTORY_BUDGET unless the caller gives a length."""
+    import facestyle.style.lbfgs as lbfgs
+    import facestyle.style.transfer as transfer
+
+    lengths = []
+
+    class Recording(lbfgs.ProjectedLBFGS):
+        def __init__(self, history, *args, **kw):
+            super().__init__(history, *args, **kw)
+            lengths.append(self.pairs.maxlen)
+
+    monkeypatch.setattr(transfer, "ProjectedLBFGS", Recording)
+    w, h = Image.open(images["content"]).size
+    (hc, wc), (hf, wf) = level_sizes(fit_size((h, w), 96), 2)
+    # A budget of 15 full-size pairs, which holds 60 of the half-size level's (a quarter of the pixels).
+    monkeypatch.setattr(lbfgs, "HISTORY_BUDGET", 15 * 2 * 4 * 3 * hf * wf)
+    kw = dict(size=96, steps=4, scales=2, backbone="vgg19-random", extractor=extractor)
+    stylize(images["content"], images["style"], **kw)
+    assert (hc * 2, wc * 2) == (hf, wf) and lengths == [60, 15]
+    lengths.clear()
+    stylize(images["content"], images["style"], lbfgs_history=7, **kw)
+    assert lengths == [7, 7]
+
+
 def test_every_cpu_step_runs_inside_the_retained_heap(images, extractor, monkeypatch):
     """Each step frees and re-allocates the same large blocks; facestyle/heap.py keeps them, but only
     while stylize runs (the process gets its memory back afterwards)."""
@@ -237,6 +263,12 @@ def test_cli_bad_inputs(cli, images, tmp_path):
         cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.xyz")]
     )
     assert res.exit_code == 2 and "extension" in res.output
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.png"),
+              "--backbone", "vgg19-random", "--lbfgs-history", "0"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--lbfgs-history must be at least 1" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o.png").exists()
 
 
 def test_reduced_precision_per_device(monkeypatch):
