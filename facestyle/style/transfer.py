@@ -396,6 +396,7 @@ def stylize(
         )  # fmt: skip
 
     objective: Objective | None = None
+    full_size_inputs: tuple[Tensor, list[Tensor]] | None = None  # the last level's content and styles
     # CPU steps free and re-allocate the same large blocks every step; keep them (facestyle/heap.py).
     with retained_heap() if dev.type == "cpu" else contextlib.nullcontext():
         for level, (hw, n) in enumerate(zip(sizes, per_level, strict=True)):
@@ -403,6 +404,7 @@ def stylize(
             style_px = max(1, round(max(hw) * style_scale))
             s_level = [resize(s, fit_size(s.shape[-2:], style_px)) for s in style_ts]
             objective = make_objective(c_level, s_level, half_dtype)
+            full_size_inputs = (c_level, s_level)
             image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
 
             def on_step(
@@ -422,12 +424,12 @@ def stylize(
             )  # fmt: skip
             done += n
 
-    assert image is not None and objective is not None
+    assert image is not None and objective is not None and full_size_inputs is not None
     final = finish(image)
     with torch.no_grad():
         # Loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
         if half_dtype is not None:  # report (and let callers judge) the float32 loss
-            objective = make_objective(c_level, s_level, None)
+            objective = make_objective(*full_size_inputs, None)
         _, losses = objective(to_tensor(to_uint8(image), dev))
     return StylizeResult(
         image=final,
