@@ -149,11 +149,17 @@ def run_reference(cnn, content_img, style_img, steps, content_weight, style_weig
 
 
 def peak_rss_mib(
-    size: int, steps: int, threads: int, retain_heap: bool = True, half: bool = False
+    size: int,
+    steps: int,
+    threads: int,
+    retain_heap: bool = True,
+    half: bool = False,
+    history: int | None = None,
 ) -> tuple[float, float]:
     """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale),
     with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``), in float32
-    or with ``half`` (``stylize --half``).
+    or with ``half`` (``stylize --half``), with ``history`` L-BFGS pairs (None: stylize's own choice,
+    which shortens the history above ~450k pixels).
 
     The baseline is taken after importing torch and building the backbone (the CUDA build of torch alone
     maps ~500 MiB); peak minus baseline is what the optimisation itself needs. Both are the kernel's
@@ -162,7 +168,7 @@ def peak_rss_mib(
     earlier figure from this benchmark was this benchmark's own RSS after its timing runs).
 
     L-BFGS keeps up to 100 curvature pairs (two image-sized tensors each); use ``steps`` > 100 to see the
-    peak of a full-length run, which the history dominates at large sizes.
+    peak of a full-length run, which the history dominates at large sizes unless it is shortened.
     """
     code = (
         "import re, torch, numpy as np\n"
@@ -177,7 +183,7 @@ def peak_rss_mib(
         f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
         f"s = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
         f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex, "
-        f"half={half})\n"
+        f"half={half}, lbfgs_history={history})\n"
         "print(hwm())\n"
     )
     env = {**os.environ, HEAP_ENV: "1" if retain_heap else "0"}
@@ -259,11 +265,21 @@ def main() -> None:
         default="float32",
         help="comma list: 'float32' and/or 'half' (stylize --half: bfloat16 early layers on a CPU with it)",
     )
+    ap.add_argument(
+        "--memory-histories",
+        default="auto",
+        help="comma list of L-BFGS history lengths: 'auto' (stylize's default: 100 pairs, fewer above ~450k "
+        "pixels to keep them within 1 GiB) and/or a number of pairs, e.g. auto,100",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     references = comma_list(args.reference, ("default", "retained"), "--reference", ap)
     memory_heaps = comma_list(args.memory_heaps, ("retained", "system"), "--memory-heaps", ap)
     precisions = comma_list(args.memory_precisions, ("float32", "half"), "--memory-precisions", ap)
+    histories = [v.strip() for v in args.memory_histories.split(",") if v.strip()]
+    for v in histories:
+        if v != "auto" and not (v.isdigit() and int(v) > 0):
+            ap.error(f"--memory-histories takes 'auto' or a positive number of pairs, not {v!r}")
     schedules = [parse_schedule(v, ap) for v in args.scales.split(",") if v.strip()]
     torch.set_num_threads(args.threads)
 
@@ -327,12 +343,13 @@ def main() -> None:
     for s in filter(None, args.memory_sizes.split(",")):
         for heap in memory_heaps:
             for precision in precisions:
-                base, peak = peak_rss_mib(
-                    int(s), args.memory_steps, args.threads, heap == "retained", precision == "half"
-                )
-                row = {"size": int(s), "heap": heap, "precision": precision}
-                memory.append({**row, "baseline_mib": base, "peak_mib": peak})
-                print(f"# {memory[-1]}", file=sys.stderr, flush=True)
+                for history in histories:
+                    pairs = None if history == "auto" else int(history)
+                    retain, half = heap == "retained", precision == "half"
+                    base, peak = peak_rss_mib(int(s), args.memory_steps, args.threads, retain, half, pairs)
+                    row = {"size": int(s), "heap": heap, "precision": precision, "history": history}
+                    memory.append({**row, "baseline_mib": base, "peak_mib": peak})
+                    print(f"# {memory[-1]}", file=sys.stderr, flush=True)
 
     result = {
         "size": args.size, "steps": args.steps, "threads": args.threads,
@@ -357,7 +374,7 @@ def main() -> None:
         base, peak = m["baseline_mib"], m["peak_mib"]
         print(
             f"stylize at {m['size']} px, {args.memory_steps} steps, fresh process, {m['heap']} heap, "
-            f"{m['precision']}: "
+            f"{m['precision']}, L-BFGS history {m['history']}: "
             f"peak RSS {peak:.0f} MiB (baseline after imports + backbone {base:.0f} MiB; optimisation adds "
             f"{peak - base:.0f} MiB)"
         )
