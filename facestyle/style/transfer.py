@@ -75,7 +75,7 @@ class StylizeResult:
     backbone: str
     backbone_trained: bool
     device: str
-    schedule: list[dict] = field(default_factory=list)  # per level: size, steps
+    schedule: list[dict] = field(default_factory=list)  # per level: size, steps, L-BFGS history
     precision: str = "float32"  # of the backbone during the optimisation; losses are always float32
 
 
@@ -379,6 +379,8 @@ def stylize(
     if len(per_level) != len(sizes):
         raise UsageError(f"steps_per_scale has {len(per_level)} entries for {len(sizes)} scales")
     total = sum(per_level)
+    # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
+    histories = [lbfgs_history or history_length(3 * h * w) for h, w in sizes]
 
     image: Tensor | None = None
     history: list[tuple[int, float]] = []
@@ -399,7 +401,7 @@ def stylize(
     full_size_inputs: tuple[Tensor, list[Tensor]] | None = None  # the last level's content and styles
     # CPU steps free and re-allocate the same large blocks every step; keep them (facestyle/heap.py).
     with retained_heap() if dev.type == "cpu" else contextlib.nullcontext():
-        for level, (hw, n) in enumerate(zip(sizes, per_level, strict=True)):
+        for level, (hw, n, pairs) in enumerate(zip(sizes, per_level, histories, strict=True)):
             c_level = resize(content_t, hw)
             style_px = max(1, round(max(hw) * style_scale))
             s_level = [resize(s, fit_size(s.shape[-2:], style_px)) for s in style_ts]
@@ -420,7 +422,7 @@ def stylize(
             smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
             image = optimise(
                 objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing,
-                history=lbfgs_history or history_length(image.numel()), on_step=on_step,
+                history=pairs, on_step=on_step,
             )  # fmt: skip
             done += n
 
@@ -439,7 +441,10 @@ def stylize(
         backbone=extractor.name,
         backbone_trained=extractor.trained,
         device=str(dev),
-        schedule=[{"height": h, "width": w, "steps": n} for (h, w), n in zip(sizes, per_level, strict=True)],
+        schedule=[
+            {"height": h, "width": w, "steps": n, **({"lbfgs_history": k} if optimizer == "lbfgs" else {})}
+            for (h, w), n, k in zip(sizes, per_level, histories, strict=True)
+        ],
         precision=str(half_dtype or torch.float32).removeprefix("torch."),
     )
 

@@ -140,11 +140,12 @@ def test_lbfgs_history_is_sized_per_level_from_its_memory_budget(images, extract
     # A budget of 15 full-size pairs, which holds 60 of the half-size level's (a quarter of the pixels).
     monkeypatch.setattr(lbfgs, "HISTORY_BUDGET", 15 * 2 * 4 * 3 * hf * wf)
     kw = dict(size=96, steps=4, scales=2, backbone="vgg19-random", extractor=extractor)
-    stylize(images["content"], images["style"], **kw)
+    res = stylize(images["content"], images["style"], **kw)
     assert (hc * 2, wc * 2) == (hf, wf) and lengths == [60, 15]
+    assert [level["lbfgs_history"] for level in res.schedule] == [60, 15]  # reported, e.g. in --json
     lengths.clear()
-    stylize(images["content"], images["style"], lbfgs_history=7, **kw)
-    assert lengths == [7, 7]
+    res = stylize(images["content"], images["style"], lbfgs_history=7, **kw)
+    assert lengths == [7, 7] and [level["lbfgs_history"] for level in res.schedule] == [7, 7]
 
 
 def test_every_cpu_step_runs_inside_the_retained_heap(images, extractor, monkeypatch):
