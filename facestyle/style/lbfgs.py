@@ -25,7 +25,7 @@ from torch import Tensor
 #: Curvature pairs kept at most (jcjohnson/neural-style's and ``torch.optim.LBFGS``'s default).
 MAX_HISTORY = 100
 #: Bytes the curvature history may take before it is shortened: each pair is two image-sized float32
-#: tensors, so 100 pairs of a 1024x1024 image would be 2.5 GiB, most of what a 1024 px run needs.
+#: tensors, so 100 pairs of a 1024x1024 image would be 2.5 GiB, the largest item of such a run.
 HISTORY_BUDGET = 1 << 30
 
 
