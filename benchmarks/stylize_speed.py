@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -340,16 +341,14 @@ def main() -> None:
         for r in rows:
             r["speedup"] = base / r["seconds"]
     memory = []
-    for s in filter(None, args.memory_sizes.split(",")):
-        for heap in memory_heaps:
-            for precision in precisions:
-                for history in histories:
-                    pairs = None if history == "auto" else int(history)
-                    retain, half = heap == "retained", precision == "half"
-                    base, peak = peak_rss_mib(int(s), args.memory_steps, args.threads, retain, half, pairs)
-                    row = {"size": int(s), "heap": heap, "precision": precision, "history": history}
-                    memory.append({**row, "baseline_mib": base, "peak_mib": peak})
-                    print(f"# {memory[-1]}", file=sys.stderr, flush=True)
+    sizes = [int(v) for v in filter(None, args.memory_sizes.split(","))]
+    for size, heap, precision, history in itertools.product(sizes, memory_heaps, precisions, histories):
+        pairs = None if history == "auto" else int(history)
+        retain, half = heap == "retained", precision == "half"
+        base, peak = peak_rss_mib(size, args.memory_steps, args.threads, retain, half, pairs)
+        row = {"size": size, "heap": heap, "precision": precision, "history": history}
+        memory.append({**row, "baseline_mib": base, "peak_mib": peak})
+        print(f"# {memory[-1]}", file=sys.stderr, flush=True)
 
     result = {
         "size": args.size, "steps": args.steps, "threads": args.threads,
