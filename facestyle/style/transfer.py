@@ -235,6 +235,15 @@ def reduced_precision(device: torch.device) -> torch.dtype:
 # ------------------------------------------------------------------------------------------ main loop
 
 
+#: What ``optimizer`` may name.
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+def _check_optimizer(optimizer: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
+
+
 #: An L-BFGS evaluation this many times above the best loss so far means the run has diverged.
 DIVERGENCE_FACTOR = 2.0
 
@@ -266,8 +275,7 @@ def optimise(
     returned is the best one evaluated (the final update is scored with one forward pass to compete),
     so a run never ends worse than it has been.
     """
-    if optimizer not in ("lbfgs", "adam"):
-        raise UsageError(f"unknown optimizer {optimizer!r}; choose lbfgs or adam")
+    _check_optimizer(optimizer)
     x = image.detach().clone().contiguous().clamp_(0, 1)
     lbfgs = ProjectedLBFGS(history, lr or 1.0, preconditioner) if optimizer == "lbfgs" else None
     adam_param = x.clone().requires_grad_(True) if lbfgs is None else None
@@ -349,8 +357,11 @@ def stylize(
         raise UsageError(f"--size {size} is too small (at least 16 pixels)")
     if style_scale <= 0:
         raise UsageError("--style-scale must be positive")
+    _check_optimizer(optimizer)  # before the backbone is built, not after
     if lbfgs_history is not None and lbfgs_history < 1:
         raise UsageError("--lbfgs-history must be at least 1")
+    if lbfgs_history is not None and optimizer != "lbfgs":  # Adam keeps no history: say so, don't ignore
+        raise UsageError(f"--lbfgs-history applies to --optimizer lbfgs, not {optimizer}")
     half_dtype = reduced_precision(dev) if half else None
     style_list = [styles] if isinstance(styles, str | Path | np.ndarray) else list(styles)
     if not style_list:

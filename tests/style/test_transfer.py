@@ -243,6 +243,13 @@ def test_cli_writes_rgb_image_of_requested_size_and_snapshots(cli, images, tmp_p
     assert (tmp_path / "out.00002.png").is_file()
 
 
+def test_an_unknown_optimizer_is_refused_before_the_backbone_is_built(images, tmp_path, monkeypatch):
+    # With the default backbone's weights missing, a late check would report the weights instead.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(UsageError, match="unknown optimizer 'sgd'; choose lbfgs or adam"):
+        stylize(images["content"], images["style"], optimizer="sgd", size=32, steps=1)
+
+
 def test_cli_missing_weights_is_one_line_and_exit_code(cli, images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     res = CliRunner().invoke(
@@ -269,6 +276,12 @@ def test_cli_bad_inputs(cli, images, tmp_path):
               "--backbone", "vgg19-random", "--lbfgs-history", "0"],
     )  # fmt: skip
     assert res.exit_code == 2 and "--lbfgs-history must be at least 1" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o.png").exists()
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.png"),
+              "--backbone", "vgg19-random", "--optimizer", "adam", "--lbfgs-history", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--lbfgs-history applies to --optimizer lbfgs, not adam" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o.png").exists()
 
 
