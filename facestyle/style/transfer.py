@@ -388,7 +388,10 @@ def stylize(
     sizes = level_sizes(full, scales)
     per_level = list(steps_per_scale) if steps_per_scale else split_steps(steps, len(sizes))
     if len(per_level) != len(sizes):
-        raise UsageError(f"steps_per_scale has {len(per_level)} entries for {len(sizes)} scales")
+        raise UsageError(
+            f"--steps-per-scale has {len(per_level)} entries for {len(sizes)} levels "
+            f"(levels with a side under 32 px are dropped)"
+        )
     total = sum(per_level)
     # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
     histories = [lbfgs_history or history_length(3 * h * w) for h, w in sizes]

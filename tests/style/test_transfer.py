@@ -243,6 +243,38 @@ def test_cli_writes_rgb_image_of_requested_size_and_snapshots(cli, images, tmp_p
     assert (tmp_path / "out.00002.png").is_file()
 
 
+def test_cli_steps_per_scale_sets_each_level(cli, images, tmp_path):
+    import json
+
+    out = tmp_path / "out.png"
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(out), "--size", "96",
+              "--steps-per-scale", "2,4", "--backbone", "vgg19-random", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 6  # --scales 2 --steps 6 would split 4 + 2
+    assert [(level["width"], level["steps"]) for level in summary["schedule"]] == [(48, 2), (96, 4)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps-per-scale", "3,x"], "expected whole numbers like 100,190"),
+        (["--steps-per-scale", "3,0"], "every level needs at least one step"),
+        (["--steps-per-scale", "3,2", "--scales", "3"], "--scales 3 disagrees with --steps-per-scale"),
+        (["--steps-per-scale", "3,2", "--steps", "6"], "--steps 6 disagrees with --steps-per-scale (sum 5)"),
+    ],
+)
+def test_cli_bad_steps_per_scale_is_one_line(cli, images, tmp_path, extra, message):
+    res = CliRunner().invoke(
+        cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(tmp_path / "o.png"),
+              "--backbone", "vgg19-random", *extra],
+    )  # fmt: skip
+    assert res.exit_code == 2 and message in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o.png").exists()
+
+
 def test_an_unknown_optimizer_is_refused_before_the_backbone_is_built(images, tmp_path, monkeypatch):
     # With the default backbone's weights missing, a late check would report the weights instead.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
