@@ -390,7 +390,7 @@ def stylize(
     if len(per_level) != len(sizes):
         raise UsageError(
             f"--steps-per-scale has {len(per_level)} entries for {len(sizes)} levels "
-            f"(levels with a side under 32 px are dropped)"
+            f"(--scales {scales}, less any level with a side under 32 px)"
         )
     total = sum(per_level)
     # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.

@@ -275,6 +275,16 @@ def test_cli_bad_steps_per_scale_is_one_line(cli, images, tmp_path, extra, messa
     assert "Traceback" not in res.output and not (tmp_path / "o.png").exists()
 
 
+def test_steps_per_scale_must_match_the_levels(images, extractor):
+    with pytest.raises(UsageError, match=r"has 2 entries for 1 levels \(--scales 1, less any level"):
+        stylize(images["content"], images["style"], size=64, steps_per_scale=[3, 2], extractor=extractor,
+                backbone="vgg19-random")  # fmt: skip
+    with pytest.raises(UsageError, match=r"has 2 entries for 1 levels \(--scales 2, less any level"):
+        # 64x48 halves to 32x24: too small for VGG's four poolings, so only one level is left
+        stylize(images["content"], images["style"], size=64, scales=2, steps_per_scale=[3, 2],
+                extractor=extractor, backbone="vgg19-random")  # fmt: skip
+
+
 def test_an_unknown_optimizer_is_refused_before_the_backbone_is_built(images, tmp_path, monkeypatch):
     # With the default backbone's weights missing, a late check would report the weights instead.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
