@@ -149,6 +149,10 @@ def run_reference(cnn, content_img, style_img, steps, content_weight, style_weig
 # ----------------------------------------------------------------------------------------- harness
 
 
+#: glibc tunable that turns its per-thread cache of small free chunks off (see ``peak_rss_mib``).
+NO_TCACHE = "glibc.malloc.tcache_count=0"
+
+
 def peak_rss_mib(
     size: int,
     steps: int,
@@ -156,11 +160,15 @@ def peak_rss_mib(
     retain_heap: bool = True,
     half: bool = False,
     history: int | None = None,
+    tcache: bool = True,
 ) -> tuple[float, float]:
     """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale),
     with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``), in float32
     or with ``half`` (``stylize --half``), with ``history`` L-BFGS pairs (None: stylize's own choice,
-    which shortens the history above ~450k pixels).
+    which shortens the history above ~450k pixels). ``tcache=False`` starts the child with glibc's
+    thread cache off (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``, read only at process start): the
+    small chunks ``posix_memalign`` splits off each large block then merge again instead of waiting in
+    that cache between free neighbours, which is most of the retained heap's extra memory at 1024 px.
 
     The baseline is taken after importing torch and building the backbone (the CUDA build of torch alone
     maps ~500 MiB); peak minus baseline is what the optimisation itself needs. Both are the kernel's
@@ -188,6 +196,8 @@ def peak_rss_mib(
         "print(hwm())\n"
     )
     env = {**os.environ, HEAP_ENV: "1" if retain_heap else "0"}
+    if not tcache:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), NO_TCACHE]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     base, peak = (float(v) for v in out.stdout.strip().splitlines()[-2:])
     return base, peak
@@ -259,7 +269,8 @@ def main() -> None:
     ap.add_argument(
         "--memory-heaps",
         default="retained",
-        help="comma list: 'retained' (stylize as shipped) and/or 'system' (FACESTYLE_RETAIN_HEAP=0)",
+        help="comma list: 'retained' (stylize as shipped), 'system' (FACESTYLE_RETAIN_HEAP=0) and/or "
+        f"'retained-no-tcache' (retained, the child started with GLIBC_TUNABLES={NO_TCACHE})",
     )
     ap.add_argument(
         "--memory-precisions",
@@ -275,7 +286,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     references = comma_list(args.reference, ("default", "retained"), "--reference", ap)
-    memory_heaps = comma_list(args.memory_heaps, ("retained", "system"), "--memory-heaps", ap)
+    memory_heaps = comma_list(
+        args.memory_heaps, ("retained", "system", "retained-no-tcache"), "--memory-heaps", ap
+    )
     precisions = comma_list(args.memory_precisions, ("float32", "half"), "--memory-precisions", ap)
     histories = [v.strip() for v in args.memory_histories.split(",") if v.strip()]
     for v in histories:
@@ -344,8 +357,9 @@ def main() -> None:
     sizes = [int(v) for v in filter(None, args.memory_sizes.split(","))]
     for size, heap, precision, history in itertools.product(sizes, memory_heaps, precisions, histories):
         pairs = None if history == "auto" else int(history)
-        retain, half = heap == "retained", precision == "half"
-        base, peak = peak_rss_mib(size, args.memory_steps, args.threads, retain, half, pairs)
+        retain, half = heap.startswith("retained"), precision == "half"
+        tcache = heap != "retained-no-tcache"
+        base, peak = peak_rss_mib(size, args.memory_steps, args.threads, retain, half, pairs, tcache)
         row = {"size": size, "heap": heap, "precision": precision, "history": history}
         memory.append({**row, "baseline_mib": base, "peak_mib": peak})
         print(f"# {memory[-1]}", file=sys.stderr, flush=True)
