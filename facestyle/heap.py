@@ -14,6 +14,12 @@ it sets the thresholds to where glibc's dynamic rule ends up in a process that h
 called. It then calls ``malloc_trim`` so the retained memory goes back to the system. This is
 process-wide state, so nested and concurrent blocks are counted and only the outermost exit restores.
 
+The memory this keeps grows with the block sizes: 1.9 GiB more than the system heap at 1024x1024.
+Most of it is glibc's per-thread cache holding the small chunks ``posix_memalign`` splits off large
+blocks, which keeps freed neighbours from merging. glibc reads ``GLIBC_TUNABLES`` only at process
+start, so this module cannot turn that cache off; a process started with
+``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` keeps the speed at ~1.8 GiB less (docs/style.md).
+
 On other C libraries (macOS, musl, Windows) the block does nothing. ``FACESTYLE_RETAIN_HEAP=0`` turns it
 off, for measuring what it buys.
 """
