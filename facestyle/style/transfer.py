@@ -144,7 +144,11 @@ def split_steps(total: int, scales: int) -> list[int]:
     return steps
 
 
-def level_sizes(full: tuple[int, int], scales: int, min_side: int = 32) -> list[tuple[int, int]]:
+#: A coarse level's shortest side in pixels: below this VGG has too few pixels left after four poolings.
+MIN_LEVEL_SIDE = 32
+
+
+def level_sizes(full: tuple[int, int], scales: int, min_side: int = MIN_LEVEL_SIDE) -> list[tuple[int, int]]:
     """(H, W) per level, halving from ``full``; levels whose short side would drop below ``min_side``
     are dropped (VGG needs some pixels left after four poolings)."""
     sizes = []
@@ -390,7 +394,7 @@ def stylize(
     if len(per_level) != len(sizes):
         raise UsageError(
             f"--steps-per-scale has {len(per_level)} entries for {len(sizes)} levels "
-            f"(--scales {scales}, less any level with a side under 32 px)"
+            f"(--scales {scales}, less any level with a side under {MIN_LEVEL_SIDE} px)"
         )
     total = sum(per_level)
     # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
