@@ -57,7 +57,7 @@ def make_chips(n: int) -> tuple[np.ndarray, int, float]:
     if not paths:
         sys.exit(f"no LFW images under {root}; set FACESTYLE_SHARED_DATA")
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(weight_path("dlib-shape-predictor-5")))
+    predictor = dlib.shape_predictor(str(path_of("dlib-shape-predictor-5")))
     chips, tried, start = [], 0, time.perf_counter()
     for path in paths:
         if len(chips) == n:
@@ -117,7 +117,7 @@ def main() -> None:
     n = len(chips)
     print(f"{n} chips from {tried} LFW View 1 images in {t_chips:.1f} s (dlib HOG x1 upsample + 5-point)")
 
-    ref_model = dlib.face_recognition_model_v1(str(weight_path("dlib-resnet-v1")))
+    ref_model = dlib.face_recognition_model_v1(str(path_of("dlib-resnet-v1")))
     t = time.perf_counter()
     reference = np.array([np.asarray(d) for d in ref_model.compute_face_descriptor(list(chips))], np.float32)
     dlib_full = n / (time.perf_counter() - t)

@@ -1,12 +1,13 @@
 """The public face API: plain functions for the common calls, one object where state is real.
 
->>> from facestyle import FacePipeline, load_image
+>>> from facestyle import FacePipeline, compare
 >>> pipe = FacePipeline()                        # MTCNN + dlib ResNet (128-d), CPU or CUDA
->>> faces = pipe.faces(load_image("photo.jpg"))  # list[Face]: box, score, landmarks, embedding
->>> result = compare("a.jpg", "b.jpg")           # Comparison(similarity, same, threshold)
+>>> faces = pipe.faces("photo.jpg")              # list[Face]: box, score, landmarks, embedding
+>>> result = compare("a.jpg", "b.jpg")           # Comparison(similarity, threshold, same, ...)
 
-Images are ``(H, W, 3)`` uint8 RGB numpy arrays (or paths, where a function says so). Boxes are
-``(x1, y1, x2, y2)`` pixels; embeddings are L2-normalised float32, so similarity is cosine in [-1, 1].
+Images are paths or ``(H, W, 3)`` uint8 RGB numpy arrays, everywhere. Boxes are ``(x1, y1, x2, y2)``
+pixels; embeddings are L2-normalised float32, so similarity is cosine in [-1, 1]. Every result has a
+``to_dict()`` that is exactly what the CLI prints with ``--json``.
 """
 
 from __future__ import annotations
@@ -17,37 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from facestyle.detect.base import DetectedFace, Detector, get_detector
-from facestyle.embed.embedder import Embedder, load_embedder
-from facestyle.errors import FacestyleError, NoFaceError, SeveralFacesError
-from facestyle.io.images import load_image
-
-#: Landmark positions relative to the box (x, y in [0, 1]) for detectors that give no landmarks
-#: (Haar): the median of MTCNN's landmarks inside its boxes on 150 LFW faces, made left/right
-#: symmetric. Coarser than real landmarks, so Haar-based embeddings are less accurate.
-_BOX_RELATIVE_LANDMARKS = np.array(
-    [[0.265, 0.389], [0.735, 0.389], [0.497, 0.589], [0.289, 0.759], [0.711, 0.759]], dtype=np.float64
-)
-
-
-@dataclass
-class Face:
-    """A detected face and, once embedded, its unit-length embedding."""
-
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray | None
-    embedding: np.ndarray | None = None
-
-    @property
-    def area(self) -> float:
-        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
-
-    def to_dict(self, embedding: bool = True) -> dict:
-        data = DetectedFace(self.box, self.score, self.landmarks).to_dict()
-        if embedding and self.embedding is not None:
-            data["embedding"] = [round(float(v), 6) for v in self.embedding]
-        return data
+from facestyle.align.landmarks import landmarks_of
+from facestyle.detect.faces import Detector, Face, FaceChoice
+from facestyle.embed.embedder import Embedder
+from facestyle.embed.features import FaceFeatures, NoFacePolicy
+from facestyle.embed.loader import load_embedder
+from facestyle.errors import FacestyleError, ImageError, NoFaceError, SeveralFacesError
+from facestyle.io.images import ImageLike, as_rgb, load_image, save_image
+from facestyle.models import registry
 
 
 @dataclass
@@ -78,78 +56,97 @@ class Comparison:
     threshold: float | None
     same: bool | None
     model: str
+    image1: str = ""
+    image2: str = ""
 
-
-def landmarks_of(face: DetectedFace) -> np.ndarray:
-    """The face's five landmarks, or estimates from its box when the detector gives none."""
-    if face.landmarks is not None:
-        return np.asarray(face.landmarks, dtype=np.float64)
-    x1, y1, x2, y2 = (float(v) for v in face.box)
-    return np.array([x1, y1]) + _BOX_RELATIVE_LANDMARKS * np.array([x2 - x1, y2 - y1])
+    def to_dict(self) -> dict:
+        return {
+            "image1": self.image1,
+            "image2": self.image2,
+            "model": self.model,
+            "similarity": round(self.similarity, 6),
+            "threshold": self.threshold,
+            "same": self.same,
+        }
 
 
 class FacePipeline:
     """Detect -> align -> embed, with the models loaded once.
 
-    ``model`` is a registered embedder name (``facestyle models list``) or a trained checkpoint file;
-    ``detector`` is ``mtcnn`` (landmarks, the accurate default) or ``haar`` (faster, box only).
+    ``model`` is a registered embedder name (``facestyle models list``) or a checkpoint file from
+    ``facestyle train``; ``detector`` is a registered detector (``mtcnn``: landmarks, the accurate
+    default; ``haar``: faster, box only), a grid-head file from ``facestyle detect-head train``, or a
+    :class:`~facestyle.detect.faces.Detector` object.
     """
 
-    def __init__(self, model: str = "dlib-resnet-v1", detector: str = "mtcnn", device: str | None = None):
+    def __init__(
+        self,
+        model: str | Path = "dlib-resnet-v1",
+        detector: str | Path | Detector = "mtcnn",
+        device: str | None = None,
+    ) -> None:
         self.embedder: Embedder = load_embedder(model, device=device)
-        self._detector_name = detector
+        self._detector_choice = detector
         self._device = device
-        self._detector: Detector | None = None
+        self._detector: Detector | None = detector if isinstance(detector, Detector) else None
 
     @property
     def detector(self) -> Detector:
         """Built on first use: ``embed --aligned`` never pays for a detector."""
         if self._detector is None:
-            self._detector = get_detector(self._detector_name, device=self._device)
+            self._detector = registry.detector(str(self._detector_choice), device=self._device)
         return self._detector
 
     @property
     def model_name(self) -> str:
         return self.embedder.name
 
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        return self.detector.detect(image)
+    def detect(self, image: ImageLike) -> list[Face]:
+        """Faces (boxes, scores, landmarks; no embeddings), largest first."""
+        return self.detector.detect(as_rgb(image)[0])
 
-    def faces(self, image: np.ndarray) -> list[Face]:
+    def faces(self, image: ImageLike) -> list[Face]:
         """Every face in ``image`` with its embedding, largest first."""
-        detected = self.detect(image)
+        arr, _ = as_rgb(image)
+        detected = self.detector.detect(arr)
         if not detected:
             return []
-        chips = np.stack([self.embedder.align(image, landmarks_of(f)) for f in detected])
-        embeddings = self.embedder.embed_chips(chips)
-        return [Face(f.box, f.score, f.landmarks, e) for f, e in zip(detected, embeddings, strict=True)]
+        embeddings = self.embedder.embed_chips(np.stack(self.aligned_chips(arr, detected)))
+        for f, e in zip(detected, embeddings, strict=True):
+            f.embedding = e
+        return detected
 
-    def face(self, image: np.ndarray | str | Path, largest: bool = False, label: str = "image") -> Face:
+    def face(self, image: ImageLike, largest: bool = False, label: str | None = None) -> Face:
         """The one face in ``image``: :class:`NoFaceError` if none, :class:`SeveralFacesError` if
-        several and not ``largest``."""
-        if not isinstance(image, np.ndarray):
-            label = str(image)
-            image = load_image(image)
-        found = self.faces(image)
+        several and not ``largest`` (then the largest is taken)."""
+        arr, name = as_rgb(image, label or "image")
+        found = self.faces(arr)
         if not found:
-            raise NoFaceError(f"{label}: no face found")
+            raise NoFaceError(f"{label or name}: no face found")
         if len(found) > 1 and not largest:
-            raise SeveralFacesError(
-                f"{label}: {len(found)} faces found; pass --largest to use the largest one"
-            )
+            raise SeveralFacesError(label or name, len(found))
         return found[0]
+
+    def aligned_chips(self, image: ImageLike, faces: Sequence[Face]) -> list[np.ndarray]:
+        """One aligned ``(S, S, 3)`` uint8 chip per face (this model's template and size)."""
+        arr, _ = as_rgb(image)
+        return [self.embedder.align(arr, landmarks_of(f)) for f in faces]
 
     def embed_aligned(self, chips: np.ndarray) -> np.ndarray:
         """Embeddings of chips that are already aligned to this model's template and size."""
         return self.embedder.embed_chips(chips)
 
+    def features(
+        self, face: FaceChoice = "largest", no_face: NoFacePolicy = "skip", cache: bool = True
+    ) -> FaceFeatures:
+        """The feature service on this pipeline's detector and embedder: one vector per file, cached."""
+        return FaceFeatures(self.embedder, self.detector, face=face, no_face=no_face, cache=cache)
+
     def embed_files(
         self, paths: Iterable[str | Path], aligned: bool = False, chunk: int = 32
     ) -> Iterator[ImageResult]:
-        """One :class:`ImageResult` per path, in order; a bad file is reported and the batch goes on.
-
-        Chips of up to ``chunk`` images are embedded together (one forward pass per batch).
-        """
+        """One :class:`ImageResult` per path with every face, in order; a bad file is reported and the
+        batch goes on. Chips of up to ``chunk`` images are embedded together (one forward pass)."""
         pending: list[tuple[ImageResult, list[np.ndarray]]] = []
         for path in paths:
             pending.append(self._prepare(str(path), aligned))
@@ -164,20 +161,18 @@ class FacePipeline:
             if aligned:
                 size = self.embedder.input_size
                 if image.shape[:2] != (size, size):
-                    raise FacestyleError(
-                        f"{path}: --aligned needs {size}x{size} chips for {self.model_name}, "
-                        f"got {image.shape[1]}x{image.shape[0]}"
+                    raise ImageError(
+                        f"{path}: aligned chips for {self.model_name} are {size}x{size}, "
+                        f"this one is {image.shape[1]}x{image.shape[0]}"
                     )
                 box = np.array([0, 0, size, size], dtype=np.float32)
                 return ImageResult(path, "ok", [Face(box, 1.0, None)]), [image]
-            detected = self.detect(image)
+            detected = self.detector.detect(image)
         except FacestyleError as exc:
             return ImageResult(path, "error", [], str(exc)), []
         if not detected:
             return ImageResult(path, "no_face", []), []
-        faces = [Face(f.box, f.score, f.landmarks) for f in detected]
-        chips = [self.embedder.align(image, landmarks_of(f)) for f in detected]
-        return ImageResult(path, "ok", faces), chips
+        return ImageResult(path, "ok", detected), self.aligned_chips(image, detected)
 
     def _flush(self, pending: list[tuple[ImageResult, list[np.ndarray]]]) -> Iterator[ImageResult]:
         chips = [chip for _, cs in pending for chip in cs]
@@ -190,6 +185,48 @@ class FacePipeline:
             yield result
 
 
+def face_matrix(results: Sequence[ImageResult], dim: int) -> np.ndarray:
+    """``(N, dim)`` float32: each image's largest face's embedding, a NaN row where it has none."""
+    rows = np.full((len(results), dim), np.nan, dtype=np.float32)
+    for i, r in enumerate(results):
+        if r.faces and r.faces[0].embedding is not None:
+            rows[i] = r.faces[0].embedding
+    return rows
+
+
+def chip_geometry(model: str | Path = "dlib-resnet-v1") -> tuple[np.ndarray, int]:
+    """(template, size) of an embedder's chip, without loading its network where possible."""
+    name = str(model)
+    if name in registry.MODELS and registry.MODELS[name].template is not None:
+        spec = registry.MODELS[name]
+        return spec.template, int(spec.input_size or 0)
+    embedder = load_embedder(name)  # a trained checkpoint: its base model's template
+    return embedder.template, embedder.input_size
+
+
+def save_face_chips(
+    image: ImageLike,
+    faces: Sequence[Face],
+    folder: str | Path,
+    stem: str = "face",
+    model: str | Path = "dlib-resnet-v1",
+    suffix: str = ".png",
+) -> list[Path]:
+    """Save each face's aligned chip as ``folder/<stem>_<k><suffix>`` (k = 0 for the first, i.e.
+    largest, face), cut as ``model`` expects; returns the paths. PNG by default: a lossless chip, so a
+    training set built from chips is not re-compressed. The folder is created if needed."""
+    from facestyle.align.warp import align_face
+
+    arr, _ = as_rgb(image)
+    template, size = chip_geometry(model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        save_image(folder / f"{stem}_{k}{suffix}", align_face(arr, landmarks_of(f), template, size))
+        for k, f in enumerate(faces)
+    ]
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two vectors (normalised here, so raw vectors are fine too)."""
     a = np.asarray(a, dtype=np.float64).ravel()
@@ -198,8 +235,8 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(
-    image1: np.ndarray | str | Path,
-    image2: np.ndarray | str | Path,
+    image1: ImageLike,
+    image2: ImageLike,
     pipeline: FacePipeline | None = None,
     threshold: float | None = None,
     largest: bool = True,
@@ -210,17 +247,18 @@ def compare(
     threshold on that scale) is used.
     """
     pipe = pipeline or default_pipeline()
-    from facestyle.train.checkpoint import score_pairs
-
-    e1 = pipe.face(image1, largest=largest).embedding
-    e2 = pipe.face(image2, largest=largest).embedding
-    # Cosine for embedders; a Siamese checkpoint scores with its pair head (a probability).
-    similarity = float(score_pairs(pipe.embedder, e1[None], e2[None])[0])
+    faces = []
+    labels = []
+    for k, image in enumerate((image1, image2), start=1):
+        arr, label = as_rgb(image, f"image{k}")
+        faces.append(pipe.face(arr, largest=largest, label=label))
+        labels.append(label)
+    similarity = float(pipe.embedder.score_pairs(faces[0].embedding[None], faces[1].embedding[None])[0])
     t = threshold if threshold is not None else pipe.embedder.default_threshold
-    return Comparison(similarity, t, None if t is None else similarity >= t, pipe.model_name)
+    return Comparison(similarity, t, None if t is None else similarity >= t, pipe.model_name, *labels)
 
 
-def face_embeddings(image: np.ndarray, model: str = "dlib-resnet-v1") -> np.ndarray:
+def face_embeddings(image: ImageLike, model: str = "dlib-resnet-v1") -> np.ndarray:
     """``(N, D)`` embeddings of every face in ``image`` (largest first); ``(0, D)`` if none."""
     pipe = default_pipeline(model)
     faces = pipe.faces(image)
@@ -229,12 +267,15 @@ def face_embeddings(image: np.ndarray, model: str = "dlib-resnet-v1") -> np.ndar
     return np.stack([f.embedding for f in faces])
 
 
-def detect_faces(image: np.ndarray, detector: str = "mtcnn") -> list[DetectedFace]:
-    """Boxes, scores and landmarks of every face in ``image``, largest first."""
-    return get_detector(detector).detect(image)
+def detect_faces(image: ImageLike, detector: str = "mtcnn") -> list[Face]:
+    """Boxes, scores and landmarks of every face in ``image``, largest first (no embedder is loaded)."""
+    if detector not in _DETECTORS:
+        _DETECTORS[detector] = registry.detector(detector)
+    return _DETECTORS[detector].detect(as_rgb(image)[0])
 
 
 _PIPELINES: dict[tuple[str, str], FacePipeline] = {}
+_DETECTORS: dict[str, Detector] = {}
 
 
 def default_pipeline(model: str = "dlib-resnet-v1", detector: str = "mtcnn") -> FacePipeline:
@@ -250,11 +291,13 @@ __all__: Sequence[str] = (
     "Face",
     "FacePipeline",
     "ImageResult",
+    "chip_geometry",
     "compare",
     "cosine_similarity",
     "default_pipeline",
     "detect_faces",
     "face_embeddings",
-    "landmarks_of",
+    "face_matrix",
     "load_image",
+    "save_face_chips",
 )

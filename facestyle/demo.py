@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from facestyle.api import FacePipeline, cosine_similarity
 from facestyle.errors import UsageError
-from facestyle.io.images import load_image
+from facestyle.io.images import load_image, save_image
 
 #: Pairs of shared photos (relative to the data folder): two of the same person, then two impostors.
 LFW_PAIRS = [
@@ -61,8 +60,8 @@ def run_demo(
     for path in sorted({p for pair in pairs for p in pair}):
         image = load_image(path)
         face = pipe.face(image, largest=True, label=str(path))
-        chip = pipe.embedder.align(image, face.landmarks)
-        Image.fromarray(chip).save(out_dir / f"chip_{path.parent.name}_{path.stem}.png")
+        chip = pipe.aligned_chips(image, [face])[0]
+        save_image(out_dir / f"chip_{path.parent.name}_{path.stem}.png", chip)
         embeddings[path] = face.embedding
     rows = []
     say(f"\n{'image 1':40} {'image 2':40} {'cosine':>7}  verdict")
@@ -167,8 +166,7 @@ def _style_step(style_dir: Path, out_dir: Path, say: Callable[[str], None]) -> d
 
     content, style = style_dir / "content" / "tubingen.jpg", style_dir / "styles" / "starry-night.jpg"
     result = stylize(content, [style], size=256, steps=80, scales=2, backbone="vgg19-random")
-    target = out_dir / "tubingen-starry-night.vgg19-random.png"
-    Image.fromarray(result.image).save(target)
+    target = save_image(out_dir / "tubingen-starry-night.vgg19-random.png", result.image)
     say(
         f"\nstyle transfer: {content.name} in the style of {style.name}, 256 px, 80 L-BFGS steps on the "
         f"UNTRAINED seeded VGG19 (offline stand-in; import vgg19-imagenet for real quality): "

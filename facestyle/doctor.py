@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from facestyle.models.registry import list_models
-from facestyle.models.weights import facestyle_home, missing_message, status
+from facestyle.models.registry import file_status, list_models
+from facestyle.models.weights import facestyle_home, missing_message
 
 
 def _version(dist: str) -> str:
@@ -20,18 +20,18 @@ def collect() -> dict:
     import torch
 
     from facestyle import __version__
-    from facestyle.device import default_device, native_bfloat16
+    from facestyle.device import available_devices, native_bfloat16, resolve_device
 
     models = []
     for spec in list_models():
-        for wf, path, state in status(spec):
+        for f in file_status(spec):
             models.append(
                 {
-                    "name": spec.name if len(spec.files) == 1 else f"{spec.name}/{wf.filename}",
+                    "name": spec.name if len(spec.files) == 1 else f"{spec.name}/{f.file.filename}",
                     "kind": spec.kind,
-                    "status": state,
-                    "path": str(path) if path else None,
-                    "hint": "" if state == "ok" else missing_message(spec, wf),
+                    "status": f.status,
+                    "path": str(f.path) if f.path else None,
+                    "hint": "" if f.status == "ok" else missing_message(spec, f.file),
                 }
             )
     return {
@@ -43,7 +43,8 @@ def collect() -> dict:
         "faiss": _version("faiss-cpu"),
         "opencv": _version("opencv-python-headless"),
         "dlib (tests only)": _version("dlib-bin"),
-        "device": str(default_device()),
+        "device": str(resolve_device()),
+        "devices": available_devices(),
         "cuda": torch.cuda.is_available(),
         "cpu_bfloat16": native_bfloat16(),
         "threads": torch.get_num_threads(),

@@ -6,6 +6,8 @@ so that scripts can tell "no face in the photo" from "the weights are not instal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_USAGE = 2
@@ -25,6 +27,38 @@ class UsageError(FacestyleError):
     exit_code = EXIT_USAGE
 
 
+class ParameterError(UsageError):
+    """A bad value of a named parameter, worded for whoever passed it.
+
+    The library speaks in parameters and the CLI in flags, so the message is a template whose
+    ``{name}`` fields are the parameters involved: ``str()`` renders them as Python keyword arguments
+    (``size=8 is too small``) and :meth:`render` lets the CLI name its own flags (``--size 8 is too
+    small``). ``params`` keeps the values, in the order given.
+
+    >>> str(ParameterError("{size} is too small (at least 16 pixels)", size=8))
+    'size=8 is too small (at least 16 pixels)'
+    """
+
+    def __init__(self, template: str, **params: object) -> None:
+        self.template = template
+        self.params = dict(params)
+        super().__init__(self.render(python_argument))
+
+    def render(self, show: Callable[[str, object], str]) -> str:
+        """The message with each ``{name}`` replaced by ``show(name, value)``."""
+        return self.template.format_map({k: show(k, v) for k, v in self.params.items()})
+
+
+def literal(text: object) -> str:
+    """``text`` made safe to embed in a :class:`ParameterError` template (braces doubled)."""
+    return str(text).replace("{", "{{").replace("}", "}}")
+
+
+def python_argument(name: str, value: object) -> str:
+    """How a parameter reads in a Python call: ``size=8``."""
+    return f"{name}={value!r}"
+
+
 class ImageError(FacestyleError):
     """An input file that is not a readable, reasonably sized image."""
 
@@ -35,8 +69,13 @@ class NoFaceError(FacestyleError):
     exit_code = EXIT_NO_FACE
 
 
-class SeveralFacesError(FacestyleError):
-    exit_code = EXIT_USAGE
+class SeveralFacesError(ParameterError):
+    """A photo with several faces where one was needed; the message says how to take the largest."""
+
+    def __init__(self, label: str, count: int) -> None:
+        super().__init__(
+            f"{literal(label)}: {count} faces found; pass {{largest}} to use the largest one", largest=True
+        )
 
 
 class WeightsMissingError(FacestyleError):

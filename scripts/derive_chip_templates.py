@@ -58,7 +58,7 @@ def main() -> int:
     args = parser.parse_args()
 
     hog = dlib.get_frontal_face_detector()
-    shape5 = dlib.shape_predictor(str(weight_path("dlib-shape-predictor-5")))
+    shape5 = dlib.shape_predictor(str(path_of("dlib-shape-predictor-5")))
     mtcnn = MTCNNDetector()
     paths = sorted(Path(args.images).glob("*/*.jpg"))
     step = max(1, len(paths) // args.limit)

@@ -1,15 +1,10 @@
-"""Face alignment: similarity transforms from five landmarks onto an embedder's chip template."""
+"""Face alignment: five landmarks onto an embedder's chip template by a similarity transform.
 
-from facestyle.align.similarity import apply_transform, invert_transform, similarity_transform
-from facestyle.align.templates import DLIB_150, FACENET_160
-from facestyle.align.warp import align_face, warp_chip
+* :mod:`.landmarks`: five landmarks of any face (estimated from the box when the detector has none);
+* :mod:`.templates`: where each embedder wants the landmarks (measured, not guessed);
+* :mod:`.similarity`: the least-squares similarity transform (numpy);
+* :mod:`.warp`: cutting the chip (OpenCV).
 
-__all__ = [
-    "DLIB_150",
-    "FACENET_160",
-    "align_face",
-    "apply_transform",
-    "invert_transform",
-    "similarity_transform",
-    "warp_chip",
-]
+Import the submodule you need: this package imports nothing itself, so reading a template never
+loads OpenCV.
+"""

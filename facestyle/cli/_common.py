@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,6 +25,7 @@ from facestyle.errors import (
     EXIT_OK,
     EXIT_USAGE,
     FacestyleError,
+    ParameterError,
 )
 
 T = TypeVar("T")
@@ -55,9 +56,38 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(exc: FacestyleError | str, code: int | None = None) -> typer.Exit:
+def cli_flag(name: str, value: object, flags: dict[str, str] | None = None) -> str:
+    """How a library parameter reads on the command line: ``size=8`` -> ``--size 8``.
+
+    The flag is ``--`` plus the parameter name with dashes, unless ``flags`` maps it to another; a
+    boolean reads as the bare flag, a sequence as comma-separated values.
+    """
+    flag = (flags or {}).get(name) or "--" + name.replace("_", "-")
+    if isinstance(value, bool) or value is None:
+        return flag
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    return f"{flag} {value}"
+
+
+def describe(exc: BaseException | str, flags: dict[str, str] | None = None) -> str:
+    """The one-line message of an error, a :class:`ParameterError` worded with this command's flags
+    (``flags`` maps parameters whose flag is not ``--<name>``)."""
+    if isinstance(exc, ParameterError):
+        return exc.render(lambda name, value: cli_flag(name, value, flags))
+    return str(exc)
+
+
+def item_error(exc: BaseException | str, flags: dict[str, str] | None = None) -> None:
+    """Report one failed item of a batch on stderr (the batch goes on)."""
+    err.print(f"[red]error:[/] {describe(exc, flags)}", highlight=False)
+
+
+def fail(
+    exc: FacestyleError | str, code: int | None = None, flags: dict[str, str] | None = None
+) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    message = str(exc)
+    message = describe(exc, flags)
     if isinstance(exc, FacestyleError) and code is None:
         code = exc.exit_code
     err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
@@ -65,17 +95,29 @@ def fail(exc: FacestyleError | str, code: int | None = None) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn :class:`FacestyleError` (and Ctrl-C) into a one-line message and an exit code."""
+def user_errors(flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Turn :class:`FacestyleError` (and Ctrl-C) into a one-line message and an exit code.
+
+    ``flags``: library parameter -> this command's flag, where they differ (see :func:`cli_flag`).
+    """
     try:
         yield
     except FacestyleError as exc:
         if STATE["debug"]:
             raise
-        raise fail(exc) from None
+        raise fail(exc, flags=flags) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def progress_fn(quiet: bool) -> Callable[[Iterable[T], int, str], Iterator[T]]:
+    """The library's :data:`~facestyle.io.progress.Progress` protocol, drawn by :func:`progress`."""
+
+    def fn(items: Iterable[T], total: int, label: str) -> Iterator[T]:
+        return progress(items, total=total, label=label, quiet=quiet)
+
+    return fn
 
 
 def progress(

@@ -10,7 +10,7 @@ from facestyle.cli._common import (
     STATUS_EXIT,
     JsonOpt,
     QuietOpt,
-    err,
+    item_error,
     note,
     out,
     print_json,
@@ -21,7 +21,9 @@ from facestyle.cli._common import (
 from facestyle.errors import EXIT_NO_MATCH, EXIT_OK
 
 ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name or trained checkpoint file.")
-DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
+DetectorOpt = typer.Option(
+    "mtcnn", "--detector", "-d", help="mtcnn (landmarks), haar (fast, box only) or a grid-head file."
+)
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 
 
@@ -39,13 +41,13 @@ def detect(
 ) -> None:
     """Find faces: box, score and five landmarks per face."""
     with user_errors():
-        from facestyle.detect import get_detector
         from facestyle.errors import FacestyleError, UsageError
-        from facestyle.io import load_image
+        from facestyle.io.images import load_image
+        from facestyle.models.registry import detector as make_detector
 
         if draw is not None and len(images) != 1:
             raise UsageError("--draw takes exactly one input image")
-        det = get_detector(detector, device=device)
+        det = make_detector(detector, device=device)
         results = []
         for path in progress(images, total=len(images), label="detect", quiet=quiet or json):
             try:
@@ -53,16 +55,17 @@ def detect(
                 faces = det.detect(image)
             except FacestyleError as exc:
                 results.append({"image": str(path), "status": "error", "error": str(exc), "faces": []})
-                err.print(f"[red]error:[/] {exc}", highlight=False)
+                item_error(exc)
                 continue
             if draw is not None:
-                from facestyle.detect.draw import draw_to_file
+                from facestyle.detect.draw import draw_faces
+                from facestyle.io.images import save_image
 
-                draw_to_file(draw, image, faces)
+                save_image(draw, draw_faces(image, faces))
             if crop is not None:
-                from facestyle.detect.crop import save_aligned_crops
+                from facestyle.api import save_face_chips
 
-                save_aligned_crops(image, faces, crop, stem=Path(path).stem, model=model)
+                save_face_chips(image, faces, crop, stem=Path(path).stem, model=model)
             status = "ok" if faces else "no_face"
             results.append({"image": str(path), "status": status, "faces": [f.to_dict() for f in faces]})
         if json:
@@ -94,9 +97,7 @@ def embed(
 ) -> None:
     """Embed faces: L2-normalised vectors of the chosen model."""
     with user_errors():
-        import numpy as np
-
-        from facestyle.api import FacePipeline
+        from facestyle.api import FacePipeline, face_matrix
         from facestyle.errors import UsageError
 
         if out_file is not None and out_file.suffix != ".npy":
@@ -112,13 +113,12 @@ def embed(
         )
         for r in results:
             if r.status == "error":
-                err.print(f"[red]error:[/] {r.error}", highlight=False)
+                item_error(r.error)
         if out_file is not None:
-            rows = np.full((len(results), pipe.embedder.embedding_size), np.nan, dtype=np.float32)
-            for i, r in enumerate(results):
-                if r.faces and r.faces[0].embedding is not None:
-                    rows[i] = r.faces[0].embedding
-            np.save(out_file, rows)
+            from facestyle.io.files import save_array
+
+            rows = face_matrix(results, pipe.embedder.embedding_size)
+            save_array(out_file, rows)
             note(f"wrote {out_file} ({len(results)} x {rows.shape[1]}, {pipe.model_name})")
         if json:
             for r in results:
@@ -148,16 +148,7 @@ def compare(
         pipe = FacePipeline(model, detector, device=device)
         result = compare_images(image1, image2, pipeline=pipe, threshold=threshold)
         if json:
-            print_json(
-                {
-                    "image1": str(image1),
-                    "image2": str(image2),
-                    "model": result.model,
-                    "similarity": round(result.similarity, 6),
-                    "threshold": result.threshold,
-                    "same": result.same,
-                }
-            )
+            print_json(result.to_dict())
         else:
             verdict = {
                 True: "same person",

@@ -17,7 +17,7 @@ import typer
 from facestyle.cli._common import (
     JsonOpt,
     QuietOpt,
-    err,
+    item_error,
     note,
     out,
     print_json,
@@ -118,7 +118,7 @@ def enroll(
                     answer = {"image": str(path), "status": status, "faces": [], "error": str(exc)}
                     codes.append(exc.exit_code)
                     if not json:
-                        err.print(f"[red]error:[/] {exc}", highlight=False)
+                        item_error(exc)
                 if json:
                     print_json(answer)
                 elif answer["status"] == "ok":
@@ -178,7 +178,7 @@ def identify(
                 if answer["status"] == "error":
                     codes.append(EXIT_BAD_INPUT)
                     if not json:
-                        err.print(f"[red]error:[/] {answer['error']}", highlight=False)
+                        item_error(answer["error"])
                 elif answer["status"] == "no_face":
                     codes.append(EXIT_NO_FACE)
                 else:

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
+from facestyle.cli._common import (
+    JsonOpt,
+    QuietOpt,
+    err,
+    note,
+    out,
+    print_json,
+    progress,
+    progress_fn,
+    user_errors,
+)
 
 classify_app = typer.Typer(
     help="Image classification by transfer learning on a frozen backbone.", no_args_is_help=True
@@ -16,14 +26,6 @@ detect_head_app = typer.Typer(
 )
 
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
-
-
-def _bar(quiet: bool, label: str):
-    def wrap(items):
-        items = list(items)
-        return progress(items, total=len(items), label=label, quiet=quiet)
-
-    return wrap
 
 
 @classify_app.command("train")
@@ -65,20 +67,23 @@ def classify_train(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a classifier head; report held-out accuracy, per-class scores and a confusion matrix."""
-    with user_errors():
-        from facestyle.errors import UsageError
-        from facestyle.heads.classify import TrainConfig, save_confusion_png, save_head, train_classifier
-        from facestyle.heads.features import make_backbone
+    with user_errors(flags={"fine_tune_epochs": "--fine-tune"}):
+        from facestyle.heads.classify import (
+            ClassifierOptions,
+            feature_source,
+            save_confusion_png,
+            save_head,
+            source_trained,
+            train_classifier,
+        )
 
-        if no_face not in ("skip", "whole"):
-            raise UsageError(f"--no-face must be skip or whole, got {no_face!r}")
-        bb = make_backbone(backbone, detector=detector, no_face=no_face, device=device)  # type: ignore[arg-type]
-        if not bb.trained:
+        bb = feature_source(backbone, detector=detector, no_face=no_face, device=device, cache=not no_cache)  # type: ignore[arg-type]
+        if not source_trained(bb):
             note(
                 f"[yellow]warning:[/] backbone {backbone} is UNTRAINED (random weights): results are not "
                 "those of a pretrained network"
             )
-        cfg = TrainConfig(hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, seed=seed)
+        cfg = ClassifierOptions(hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, seed=seed)
         result = train_classifier(
             data_dir,
             bb,
@@ -86,8 +91,7 @@ def classify_train(
             test_fraction,
             train_per_class,
             seed,
-            use_cache=not no_cache,
-            progress=_bar(quiet or json, "features"),
+            progress=progress_fn(quiet or json),
             fine_tune_epochs=fine_tune,
         )
         save_head(result, out_path)
@@ -139,7 +143,7 @@ def classify_predict(
         else:
             for p in preds:
                 if p.status != "ok":  # error messages already start with the path
-                    out.print(p.status if p.status.startswith(p.path) else f"{p.path}: {p.status}")
+                    out.print(p.error if p.error else f"{p.path}: {p.status}")
                     continue
                 ranked = ", ".join(f"{c} {prob:.3f}" for c, prob in p.top)
                 out.print(f"{p.path}: {ranked}")
@@ -161,12 +165,12 @@ def detect_head_annotate(
 ) -> None:
     """Label images with a detector's boxes: a training set for the grid head."""
     with user_errors():
-        from facestyle.detect import get_detector
         from facestyle.errors import FacestyleError
         from facestyle.heads.grid_detect import write_csv
         from facestyle.io.images import load_image
+        from facestyle.models.registry import detector as make_detector
 
-        det = get_detector(detector, device=device)
+        det = make_detector(detector, device=device)
         rows = []
         for path in progress(images, total=len(images), label="annotate", quiet=quiet):
             try:
@@ -182,9 +186,16 @@ def _encode(ann_path: Path, images_root: Path | None, anchors, quiet: bool):
     from facestyle.heads import grid_detect as gd
 
     ann = gd.read_annotations(ann_path, images_root)
-    backbone = gd.DlibFeatureMap()
     anchor_t = gd.GridHead(anchors=anchors).anchors
-    return ann, gd.load_and_encode(ann, backbone, anchor_t, progress=_bar(quiet, "features"))
+    return ann, gd.load_and_encode(ann, gd.dlib_feature_maps(), anchor_t, progress=_bar(quiet, "features"))
+
+
+def _bar(quiet: bool, label: str):
+    def wrap(items):
+        items = list(items)
+        return progress(items, total=len(items), label=label, quiet=quiet)
+
+    return wrap
 
 
 def _parse_anchors(text: str) -> list[list[float]] | None:
@@ -215,6 +226,7 @@ def detect_head_train(
 ) -> None:
     """Train the grid detection head on frozen dlib ResNet features; report mAP@0.5."""
     with user_errors():
+        from facestyle.detect.grid import save_grid_head
         from facestyle.heads import grid_detect as gd
 
         anchor_list = _parse_anchors(anchors)
@@ -233,7 +245,7 @@ def detect_head_train(
             _, held = _encode(eval_annotations, images_root, anchor_list, quiet or json)
             report["map50_eval"] = gd.evaluate(head, held)["map"]
             report["eval_images"] = len(held.items)
-        gd.save_grid_head(head, ann.classes, out_path, report)
+        save_grid_head(head, ann.classes, out_path, report)
         report["head"] = str(out_path)
         if json:
             print_json(report)
@@ -257,9 +269,10 @@ def detect_head_eval(
 ) -> None:
     """mAP of a trained grid head against reference boxes."""
     with user_errors():
+        from facestyle.detect.grid import load_grid_head
         from facestyle.heads import grid_detect as gd
 
-        head, classes, _ = gd.load_grid_head(head_path)
+        head, classes, _ = load_grid_head(head_path)
         _, data = _encode(annotations, images_root, head.anchors.tolist(), quiet or json)
         result = gd.evaluate(head, data, iou_threshold=iou)
         report = {
@@ -285,20 +298,21 @@ def detect_head_detect(
     """Detect faces with a trained grid head (boxes and scores, no landmarks)."""
     with user_errors():
         from facestyle.errors import UsageError
-        from facestyle.heads.grid_detect import GridHeadDetector
         from facestyle.io.images import load_image
+        from facestyle.models.registry import detector as make_detector
 
         if draw is not None and len(images) != 1:
             raise UsageError("--draw takes exactly one input image")
-        det = GridHeadDetector(head_path, score_threshold=threshold)
+        det = make_detector("grid-head", weights=head_path, score_threshold=threshold)
         results = []
         for path in images:
             image = load_image(path)
             faces = det.detect(image)
             if draw is not None:
-                from facestyle.detect.draw import draw_to_file
+                from facestyle.detect.draw import draw_faces
+                from facestyle.io.images import save_image
 
-                draw_to_file(draw, image, faces)
+                save_image(draw, draw_faces(image, faces))
             results.append({"image": str(path), "faces": [f.to_dict() for f in faces]})
         if json:
             print_json(results if len(results) != 1 else results[0])

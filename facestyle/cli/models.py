@@ -17,29 +17,9 @@ models_app = typer.Typer(
 def list_cmd(json: bool = JsonOpt) -> None:
     """Every registered model with its source, licence, sizes and whether its weights are present."""
     with user_errors():
-        from facestyle.models.registry import list_models
-        from facestyle.models.weights import status
+        from facestyle.models.registry import list_models, model_summary
 
-        rows = []
-        for spec in list_models():
-            states = {s for _, _, s in status(spec)}
-            rows.append(
-                {
-                    "name": spec.name,
-                    "kind": spec.kind,
-                    "present": states == {"ok"},
-                    "status": "ok" if states == {"ok"} else ", ".join(sorted(states - {"ok"})),
-                    "description": spec.description,
-                    "licence": spec.licence,
-                    "input_size": spec.input_size,
-                    "embedding_size": spec.embedding_size,
-                    "default_threshold": spec.default_threshold,
-                    "files": [
-                        {"filename": f.filename, "sha256": f.sha256, "source": f.url or f"pip:{f.package}"}
-                        for f in spec.files
-                    ],
-                }
-            )
+        rows = [model_summary(spec) for spec in list_models()]
         if json:
             print_json(rows)
             return
@@ -49,7 +29,7 @@ def list_cmd(json: bool = JsonOpt) -> None:
         for r in rows:
             table.add_row(
                 r["name"],
-                r["kind"],
+                "+".join(r["roles"]),
                 r["status"],
                 str(r["input_size"] or "-"),
                 str(r["embedding_size"] or "-"),
@@ -62,10 +42,13 @@ def list_cmd(json: bool = JsonOpt) -> None:
 def path_cmd(name: str = typer.Argument(..., help="Model name."), json: bool = JsonOpt) -> None:
     """Where a model's (verified) weight files are; exits 4 if missing."""
     with user_errors():
+        from facestyle.errors import UsageError
         from facestyle.models.registry import get_model
         from facestyle.models.weights import weight_path
 
         spec = get_model(name)
+        if not spec.files:
+            raise UsageError(f"model {name!r} has no registered files ({spec.user_weights or spec.licence})")
         paths = [str(weight_path(spec, wf.filename)) for wf in spec.files]
         if json:
             print_json({"name": name, "paths": paths})
@@ -82,9 +65,10 @@ def import_cmd(
 ) -> None:
     """Check a downloaded weight file's sha256 and copy it into the cache (no network needed)."""
     with user_errors():
+        from facestyle.models.registry import get_model
         from facestyle.models.weights import import_weights
 
-        target = import_weights(name, file)
+        target = import_weights(get_model(name), file)
         if json:
             print_json({"name": name, "path": str(target)})
         else:

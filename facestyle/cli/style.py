@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from facestyle.cli._common import STATE, JsonOpt, QuietOpt, note, print_json, user_errors
-from facestyle.errors import ImageError, UsageError
+from facestyle.errors import UsageError
 
 #: Output formats PIL writes losslessly or well enough for a painting.
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
@@ -54,18 +54,9 @@ def _steps_and_scales(steps: int | None, scales: int | None, per_level: list[int
 
 
 def _save(image, path: Path) -> None:
-    from PIL import Image
+    from facestyle.io.images import save_image
 
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"{path}: unsupported output extension; use one of {', '.join(sorted(_FORMATS))}")
-    if path.parent and not path.parent.exists():
-        raise ImageError(f"{path.parent}: output directory does not exist")
-    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    try:
-        Image.fromarray(image, mode="RGB").save(path, format=fmt, **kwargs)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write ({exc})") from None
+    save_image(path, image)
 
 
 def stylize_cmd(
@@ -95,7 +86,7 @@ def stylize_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init; reproducible runs)."),
     backbone: str = typer.Option(
-        "vgg19-imagenet", "--backbone", help="vgg19-imagenet, vgg19-random (untrained), dlib-resnet."
+        "vgg19-imagenet", "--backbone", help="vgg19-imagenet, vgg19-random (untrained), dlib-resnet-v1."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
     half: bool = typer.Option(
@@ -128,10 +119,10 @@ def stylize_cmd(
         init_arg: str | Path = init if init in ("content", "random") else Path(init)
         blend = _parse_blend(style_blend, len(styles))
 
-        from facestyle.style.backbones import get_backbone
+        from facestyle.models.registry import get_model
         from facestyle.style.transfer import stylize
 
-        info = get_backbone(backbone)
+        info = get_model(backbone)
         if not info.trained:
             note(f"[yellow]note:[/] backbone {info.name} is UNTRAINED ({info.description})")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress, user_errors
+from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress_fn, user_errors
 
 ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name (or a checkpoint file).")
 CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="A model trained with `facestyle train`.")
@@ -16,17 +16,13 @@ DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA w
 eval_app = typer.Typer(help="Measure accuracy with standard protocols.", no_args_is_help=True)
 
 
-def _progress_fn(quiet: bool):
-    def fn(items, total, label):
-        return progress(items, total=total, label=label, quiet=quiet)
+def _features(model: str, checkpoint: Path | None, detector: str, device: str | None):
+    """The feature service evaluation and training use: each photo's central face (LFW protocol)."""
+    from facestyle.api import FacePipeline
 
-    return fn
-
-
-def _extractor(model: str, checkpoint: Path | None, detector: str, device: str | None):
-    from facestyle.eval.pairs_eval import make_extractor
-
-    return make_extractor(str(checkpoint) if checkpoint else model, detector, device)
+    return FacePipeline(str(checkpoint) if checkpoint else model, detector, device=device).features(
+        face="central"
+    )
 
 
 def _pct(x: float) -> str:
@@ -57,8 +53,8 @@ def eval_pairs(
         pairs = read_pairs(pairs_file, images_dir)
         for w in pairs.warnings:
             note(f"warning: {w}")
-        ex = _extractor(model, checkpoint, detector, device)
-        report = evaluate_pairs(pairs, ex, _progress_fn(quiet or json))
+        ex = _features(model, checkpoint, detector, device)
+        report = evaluate_pairs(pairs, ex, progress_fn(quiet or json))
         if plot is not None:
             from facestyle.eval.metrics import roc_curve
             from facestyle.eval.plots import plot_roc
@@ -118,8 +114,8 @@ def eval_identify(
     with user_errors():
         from facestyle.eval.identify_eval import evaluate_identification
 
-        ex = _extractor(model, checkpoint, detector, device)
-        rep = evaluate_identification(gallery_dir, probe_dir, ex, tuple(far), _progress_fn(quiet or json))
+        ex = _features(model, checkpoint, detector, device)
+        rep = evaluate_identification(gallery_dir, probe_dir, ex, tuple(far), progress_fn(quiet or json))
         if json:
             print_json(rep.to_dict())
             return
@@ -173,8 +169,8 @@ def calibrate_cmd(
         if name is None and has_gallery:
             with Gallery.open(gpath, read_only=True) as g:
                 name = g.model
-        ex = _extractor(name or "dlib-resnet-v1", None, detector, device)
-        cal = calibrate(source, ex, far, images, _progress_fn(quiet or json))
+        ex = _features(name or "dlib-resnet-v1", None, detector, device)
+        cal = calibrate(source, ex, far, images, progress_fn(quiet or json))
         stored = None
         if store and has_gallery:
             emb = ex.embedder
@@ -232,15 +228,14 @@ def train_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune an embedding head (triplet loss) or a Siamese pair head on your own identities."""
-    with user_errors():
+    with user_errors(flags={"tap": "--train-last-layer"}):
         from facestyle.errors import UsageError
-        from facestyle.eval.pairs_eval import make_extractor
-        from facestyle.train.finetune import fine_tune
-        from facestyle.train.trainer import TrainOptions
+        from facestyle.train.embedding_head import train_embedding_head
+        from facestyle.train.trainer import EmbeddingHeadOptions
 
         if out_path.suffix not in (".pt", ".pth"):
             raise UsageError(f"--out must end in .pt: {out_path}")
-        opts = TrainOptions(
+        opts = EmbeddingHeadOptions(
             loss=loss,
             mining=mining,
             margin=margin,
@@ -259,7 +254,7 @@ def train_cmd(
             tap="fc" if last_layer else "",
         )
         opts.validate()
-        ex = make_extractor(model, detector, device)
+        ex = _features(model, None, detector, device)
         quiet_all = quiet or json
 
         def on_epoch(rec) -> None:
@@ -271,8 +266,8 @@ def train_cmd(
                     highlight=False,
                 )
 
-        run = fine_tune(data_dir, out_path, opts, ex, _progress_fn(quiet_all), on_epoch)
-        summary = run.summary()
+        run = train_embedding_head(data_dir, out_path, opts, ex, progress_fn(quiet_all), on_epoch)
+        summary = run.to_dict()
         if plot is not None:
             from facestyle.eval.plots import plot_training
 

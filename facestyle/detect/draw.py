@@ -1,27 +1,26 @@
 """Draw detections onto a copy of an image, and save it: the quickest way to check a detector by eye.
 
-Pure array in, array out (:func:`draw_faces`); writing the file is a separate step (:func:`save_image`)
+Pure array in, array out (:func:`draw_faces`); writing the file is :func:`facestyle.io.images.save_image`,
 so the CLI's ``--draw out.jpg`` and a notebook share the drawing code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from facestyle.detect.base import DetectedFace
+from facestyle.detect.faces import Face
 from facestyle.errors import ImageError
 
-#: One colour per landmark (RGB): eyes green, nose blue, mouth corners red, so a left/right swap shows.
-LANDMARK_COLOURS = ((0, 220, 0), (0, 220, 0), (40, 120, 255), (255, 40, 40), (255, 40, 40))
+#: One color per landmark (RGB): eyes green, nose blue, mouth corners red, so a left/right swap shows.
+LANDMARK_COLORS = ((0, 220, 0), (0, 220, 0), (40, 120, 255), (255, 40, 40), (255, 40, 40))
 
 
 def draw_faces(
     image: np.ndarray,
-    faces: Sequence[DetectedFace],
-    colour: tuple[int, int, int] = (255, 200, 0),
+    faces: Sequence[Face],
+    color: tuple[int, int, int] = (255, 200, 0),
     thickness: int | None = None,
     show_scores: bool = True,
     labels: Sequence[str] | None = None,
@@ -42,36 +41,16 @@ def draw_faces(
     font_scale = max(0.35, side / 1000)
     for k, face in enumerate(faces):
         x1, y1, x2, y2 = (round(float(v)) for v in face.box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thick)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick)
         text = labels[k] if labels is not None else (f"{face.score:.2f}" if show_scores else "")
         if text:
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
             ty = y1 - 2 if y1 - th - base - 2 >= 0 else y2 + th + 2
-            cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty + base // 2), colour, -1)
+            cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty + base // 2), color, -1)
             cv2.putText(
                 canvas, text, (x1, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1
             )
         if face.landmarks is not None:
-            for (x, y), c in zip(np.asarray(face.landmarks), LANDMARK_COLOURS, strict=False):
+            for (x, y), c in zip(np.asarray(face.landmarks), LANDMARK_COLORS, strict=False):
                 cv2.circle(canvas, (round(float(x)), round(float(y))), radius, c, -1, lineType=cv2.LINE_AA)
     return canvas
-
-
-def save_image(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:
-    """Write an RGB uint8 array; the format follows the extension (.jpg, .png, ...). Creates parents."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        Image.fromarray(np.ascontiguousarray(image)).save(path, quality=quality)
-    except (ValueError, KeyError) as exc:  # unknown extension
-        raise ImageError(f"{path}: cannot write this image format ({exc})") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    return path
-
-
-def draw_to_file(path: str | Path, image: np.ndarray, faces: Sequence[DetectedFace], **kwargs) -> Path:
-    """Draw ``faces`` onto ``image`` and save it to ``path`` (what ``facestyle detect --draw`` does)."""
-    return save_image(path, draw_faces(image, faces, **kwargs))

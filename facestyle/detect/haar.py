@@ -24,25 +24,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facestyle.detect.base import DetectedFace, sort_faces
 from facestyle.detect.boxes import iou_matrix, nms, xywh_to_xyxy
+from facestyle.detect.faces import Face, sort_faces
 from facestyle.errors import ImageError, WeightsMissingError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 #: A second stage: given the RGB image and the Haar faces, return better faces (with landmarks).
-Refiner = Callable[[np.ndarray, list[DetectedFace]], list[DetectedFace]]
-
-
-def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:
-    """The cascade XML that ships inside opencv-python(-headless)."""
-    import cv2
-
-    path = Path(cv2.data.haarcascades) / name
-    if not path.is_file():
-        raise WeightsMissingError(f"OpenCV cascade {name} not found in {cv2.data.haarcascades}")
-    return path
+Refiner = Callable[[np.ndarray, list[Face]], list[Face]]
 
 
 def level_weight_to_score(weight: float, scale: float = 4.0) -> float:
@@ -51,7 +45,7 @@ def level_weight_to_score(weight: float, scale: float = 4.0) -> float:
     return 1.0 / (1.0 + math.exp(-weight / scale))
 
 
-def onet_refiner(min_score: float = 0.5, passes: int = 2, device: str | None = None) -> Refiner:
+def onet_refiner(onet: nn.Module, min_score: float = 0.5, passes: int = 2) -> Refiner:
     """A ``refine`` hook that runs MTCNN's O-Net on each Haar box: five landmarks and a tighter box.
 
     O-Net was trained on boxes framed like R-Net's output, not Haar's, so it is run ``passes`` times,
@@ -60,23 +54,17 @@ def onet_refiner(min_score: float = 0.5, passes: int = 2, device: str | None = N
     2.3% / 3.8% / 7.9% with two. Boxes that O-Net scores below ``min_score`` are dropped (it doubles
     as a false-positive filter); the score becomes O-Net's face probability.
     """
-    from facenet_pytorch.models.mtcnn import ONet
-
     from facestyle.detect.mtcnn_stages import onet_refine
-    from facestyle.device import default_device
-    from facestyle.models.weights import load_torch_state
 
-    dev = default_device(device)
-    onet = ONet(pretrained=False)
-    onet.load_state_dict(load_torch_state("mtcnn", "onet.pt"))
-    onet = onet.to(dev).eval()
+    onet = onet.eval()
+    dev = next(onet.parameters()).device
 
-    def refine(image: np.ndarray, faces: list[DetectedFace]) -> list[DetectedFace]:
+    def refine(image: np.ndarray, faces: list[Face]) -> list[Face]:
         boxes = np.stack([f.box for f in faces])
         for _ in range(max(1, passes)):
             boxes, points = onet_refine(image, boxes, onet, dev)
         return [
-            DetectedFace(b[:4].astype(np.float32), float(b[4]), p.astype(np.float32))
+            Face(b[:4].astype(np.float32), float(b[4]), p.astype(np.float32))
             for b, p in zip(boxes, points, strict=True)
             if b[4] >= min_score
         ]
@@ -87,6 +75,8 @@ def onet_refiner(min_score: float = 0.5, passes: int = 2, device: str | None = N
 class HaarDetector:
     """Frontal faces as boxes and scores (no landmarks unless ``refine`` adds them).
 
+    ``cascade`` is the cascade XML file (the registry's ``haar`` entry finds and verifies the one that
+    ships inside opencv-python-headless);
     ``scale_factor`` is the pyramid step, ``min_size`` the smallest face side in pixels searched,
     ``min_neighbors`` how many raw windows must overlap a kept box with IoU >= ``support_iou``
     (OpenCV's default vote is 3), ``iou_threshold`` the NMS rule.
@@ -96,7 +86,7 @@ class HaarDetector:
 
     def __init__(
         self,
-        cascade: str = "haarcascade_frontalface_default.xml",
+        cascade: str | Path,
         scale_factor: float = 1.1,
         min_size: int = 20,
         min_neighbors: int = 3,
@@ -107,7 +97,7 @@ class HaarDetector:
     ) -> None:
         import cv2
 
-        self._classifier = cv2.CascadeClassifier(str(cascade_path(cascade)))
+        self._classifier = cv2.CascadeClassifier(str(cascade))
         if self._classifier.empty():
             raise WeightsMissingError(f"OpenCV could not load the cascade {cascade}")
         self.scale_factor = scale_factor
@@ -144,7 +134,7 @@ class HaarDetector:
         boxes = xywh_to_xyxy(np.asarray(rects, dtype=np.float64)).astype(np.float32)
         return boxes, np.asarray(weights, dtype=np.float32).reshape(-1)
 
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
+    def detect(self, image: np.ndarray) -> list[Face]:
         boxes, weights = self.raw_windows(image)
         if boxes.shape[0] == 0:
             return []
@@ -157,10 +147,10 @@ class HaarDetector:
                 continue
             box = boxes[members].mean(axis=0) if self.box_voting else boxes[i]
             score = level_weight_to_score(float(weights[i]))
-            faces.append(DetectedFace(box=box.astype(np.float32), score=score, landmarks=None))
+            faces.append(Face(box=box.astype(np.float32), score=score, landmarks=None))
         if self.refine is not None and faces:
             faces = self.refine(image, faces)
         return sort_faces(faces)
 
-    def detect_batch(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
         return [self.detect(image) for image in images]

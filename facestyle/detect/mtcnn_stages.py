@@ -1,7 +1,7 @@
 """MTCNN's three-stage cascade written out, with the package's NMS at every stage.
 
-The networks are facenet-pytorch's P-, R- and O-Net modules (built and loaded by
-:mod:`facestyle.detect.mtcnn`); this module is the glue between them, following the published
+The networks are :mod:`facestyle.models.mtcnn`'s P-, R- and O-Nets (weights from facenet-pytorch's
+wheel); this module is the glue between them, following the published
 algorithm (Zhang et al., 2016) and facenet-pytorch's conventions closely enough that boxes and
 landmarks agree with its ``MTCNN`` class (checked in tests/detect/test_mtcnn_stages.py):
 

@@ -1,29 +1,70 @@
 """An embedder: a face network plus everything needed to feed it (chip template, size, threshold).
 
+:class:`Embedder` is the interface every part of the toolkit programs against: the pipeline, the
+gallery, evaluation, calibration and training only need ``align``, ``embed_chips`` and
+``score_pairs``. Two implementations: :class:`NetworkEmbedder` (a registered pretrained network) and
+:class:`~facestyle.embed.checkpoint.CheckpointEmbedder` (a base network plus a head trained with
+``facestyle train``). :func:`facestyle.embed.load_embedder` picks one from a name or a file.
+
 Networks are plain ``nn.Module``s that take float RGB pixels (0..255, NCHW) and do their own input
 normalisation, so the only preprocessing left here is "cut the chip and stack it". Embeddings leave
-this module L2-normalised, so cosine similarity is a dot product everywhere downstream (gallery, eval).
+this module L2-normalised, so cosine similarity is a dot product everywhere downstream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
-from facestyle.align import DLIB_150, FACENET_160, align_face
-from facestyle.device import default_device
+from facestyle.align.warp import align_face
+from facestyle.device import resolve_device
 from facestyle.errors import ImageError, UsageError
-from facestyle.models.registry import ModelSpec, get_model
+from facestyle.models.registry import create, get_model
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Face chips in, unit-length embeddings out; and how two embeddings are scored."""
+
+    #: Registry name, or the checkpoint file's path.
+    name: str
+    #: What the embeddings came from (name + weight digest): galleries and caches key on it.
+    version: str
+    input_size: int
+    embedding_size: int
+    #: Score above which two faces are the same person (on ``score_kind``'s scale), if measured.
+    default_threshold: float | None
+    #: ``cosine``, or ``siamese-probability`` for a checkpoint with a pair head.
+    score_kind: str
+    device: torch.device
+
+    def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The ``(input_size, input_size, 3)`` uint8 chip of the face with these five landmarks."""
+        ...
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 RGB chips -> ``(N, D)`` float32 unit vectors."""
+        ...
+
+    def score_pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Similarity of row-aligned embeddings ``(N, D)`` x ``(N, D)`` -> ``(N,)``."""
+        ...
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of unit vectors (cosine similarities), float64."""
+    return np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=1)
 
 
 @dataclass
-class Embedder:
-    """Face chips in, unit-length embeddings out."""
+class NetworkEmbedder:
+    """A registered face network (``facestyle models list``) as an :class:`Embedder`."""
 
     name: str
     module: nn.Module
@@ -32,9 +73,9 @@ class Embedder:
     template: np.ndarray
     default_threshold: float | None
     device: torch.device
-    batch_size: int = 64
-    #: What the embedding came from, recorded by galleries and checkpoints (model name + weight digest).
     version: str = ""
+    batch_size: int = 64
+    score_kind: str = "cosine"
     info: dict = field(default_factory=dict)
 
     def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -63,75 +104,66 @@ class Embedder:
             return np.zeros((0, self.embedding_size), dtype=np.float32)
         return torch.cat(outputs).numpy()
 
-
-def _dlib_module() -> nn.Module:
-    from facestyle.models.dlib_resnet import load_dlib_resnet
-
-    return load_dlib_resnet()
+    def score_pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return cosine_rows(a, b)
 
 
-class _Standardize(nn.Module):
-    """facenet-pytorch's fixed standardisation, (x - 127.5) / 128, as a layer."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - 127.5) / 128.0
+_CACHE: dict[tuple[str, str], NetworkEmbedder] = {}
 
 
-def _facenet_module() -> nn.Module:
-    from facenet_pytorch import InceptionResnetV1
-
-    from facestyle.models.weights import load_torch_state
-
-    state = load_torch_state("facenet-vggface2")
-    net = InceptionResnetV1(pretrained=None, classify=False)
-    # The release file also holds the 8631-way VGGFace2 classifier; embeddings do not use it.
-    state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-    net.load_state_dict(state)
-    return nn.Sequential(_Standardize(), net)
-
-
-#: Builders of the face networks known to the registry, and their chip templates.
-BUILDERS: dict[str, tuple[Callable[[], nn.Module], np.ndarray]] = {
-    "dlib-resnet-v1": (_dlib_module, DLIB_150),
-    "facenet-vggface2": (_facenet_module, FACENET_160),
-}
-
-_CACHE: dict[tuple[str, str], Embedder] = {}
-
-
-def load_embedder(name_or_checkpoint: str = "dlib-resnet-v1", device: str | None = None) -> Embedder:
-    """The embedder for a registered model name, or for a trained checkpoint file (``*.pt``).
-
-    Loaded once per process and device (weights are hashed and parsed once).
-    """
-    dev = default_device(device)
-    key = (str(name_or_checkpoint), str(dev))
-    if key in _CACHE:
-        return _CACHE[key]
-    if name_or_checkpoint.endswith((".pt", ".pth")) or Path(name_or_checkpoint).is_file():
-        from facestyle.train.checkpoint import load_checkpoint_embedder
-
-        embedder = load_checkpoint_embedder(Path(name_or_checkpoint), device=str(dev))
-    else:
-        spec = get_model(name_or_checkpoint)
-        if spec.kind != "embedder" or spec.name not in BUILDERS:
+def load_network_embedder(name: str, device: str | torch.device | None = None) -> NetworkEmbedder:
+    """The registered embedder ``name`` on ``device``, built once per process and device."""
+    dev = resolve_device(device)
+    key = (name, str(dev))
+    if key not in _CACHE:
+        spec = get_model(name)
+        if spec.kind != "embedder":
             raise UsageError(f"{spec.name!r} is a {spec.kind}, not a face embedder")
-        embedder = _build(spec, dev)
-    _CACHE[key] = embedder
-    return embedder
+        module = create(name, dev).eval()
+        _CACHE[key] = NetworkEmbedder(
+            name=spec.name,
+            module=module.to(memory_format=torch.channels_last),
+            input_size=int(spec.input_size or 0),
+            embedding_size=int(spec.embedding_size or 0),
+            template=spec.template,
+            default_threshold=spec.default_threshold,
+            device=dev,
+            version=f"{spec.name}@{spec.files[0].sha256[:12]}",
+        )
+    return _CACHE[key]
 
 
-def _build(spec: ModelSpec, device: torch.device) -> Embedder:
-    builder, template = BUILDERS[spec.name]
-    module = builder().to(device).eval()
-    module = module.to(memory_format=torch.channels_last)
-    return Embedder(
-        name=spec.name,
-        module=module,
-        input_size=int(spec.input_size or 0),
-        embedding_size=int(spec.embedding_size or 0),
-        template=template,
-        default_threshold=spec.default_threshold,
-        device=device,
-        version=f"{spec.name}@{spec.files[0].sha256[:12]}",
-    )
+# ------------------------------------------------------------------------------------------ layer inputs
+
+
+def tap_layer(embedder: Embedder, name: str) -> nn.Linear:
+    """The network's final linear layer ``name``; a :class:`UsageError` when the model has none."""
+    module = getattr(embedder, "module", None)
+    try:
+        layer = module.get_submodule(name) if module is not None else None
+    except AttributeError:
+        layer = None
+    if not isinstance(layer, nn.Linear):
+        raise UsageError(f"{embedder.name} has no final linear layer {name!r} to train")
+    return layer
+
+
+@contextlib.contextmanager
+def capture_inputs(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect what ``layer`` receives during the forward passes made inside the block."""
+    store: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, inp, _out: store.append(inp[0].detach().float().cpu()))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def embed_tapped(embedder: Embedder, chips: np.ndarray, tap: str | None) -> np.ndarray:
+    """Embeddings of chips (``tap`` None), or the inputs of the network layer ``tap`` (N, in_features):
+    what a head that replaces that layer is trained on."""
+    if not tap:
+        return embedder.embed_chips(chips)
+    with capture_inputs(tap_layer(embedder, tap)) as store:
+        embedder.embed_chips(chips)
+    return torch.cat(store).numpy().astype(np.float32)

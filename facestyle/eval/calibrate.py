@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facestyle.errors import UsageError
+from facestyle.embed.features import FaceFeatures
+from facestyle.errors import ParameterError, UsageError
 from facestyle.eval import metrics
 from facestyle.eval.pairs_eval import score_pair_list
 from facestyle.eval.pairs_file import read_pairs
-from facestyle.train.checkpoint import score_pairs
-from facestyle.train.data import scan_identity_dir
-from facestyle.train.features import FaceExtractor, ProgressFn, _no_progress
+from facestyle.io.folders import scan_labelled_folder
+from facestyle.io.progress import Progress, no_progress
 
 
 @dataclass
@@ -51,33 +51,34 @@ class Calibration:
 
 
 def folder_scores(
-    root: Path, extractor: FaceExtractor, progress: ProgressFn
+    root: Path, features: FaceFeatures, progress: Progress = no_progress
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores, same, n_skipped) over every pair of images of a folder-per-identity tree."""
-    data = scan_identity_dir(root)
-    emb, res = extractor.embed_files(data.paths, progress)
-    ok = np.array([r.status == "ok" for r in res])
-    emb, labels = emb[ok], data.labels[ok]
+    data = scan_labelled_folder(root)
+    table = features.embed(data.paths, progress)
+    ok = table.ok
+    emb, labels = table.values[ok], data.labels[ok]
     i, j = np.triu_indices(len(labels), k=1)
-    scores = score_pairs(extractor.embedder, emb[i], emb[j])
+    scores = features.embedder.score_pairs(emb[i], emb[j])
     return scores, labels[i] == labels[j], int((~ok).sum())
 
 
 def calibrate(
     source: str | Path,
-    extractor: FaceExtractor,
+    features: FaceFeatures,
     far: float,
     images_dir: str | Path | None = None,
-    progress: ProgressFn = _no_progress,
+    progress: Progress = no_progress,
 ) -> Calibration:
+    """The threshold for false-accept rate ``far`` on ``source`` (a pairs file, or a folder per person)."""
     if not 0 < far < 1:
-        raise UsageError(f"--far must be between 0 and 1, got {far}")
+        raise ParameterError("{far} must be between 0 and 1", far=far)
     t0 = time.perf_counter()
     source = Path(source)
     if source.is_dir():
-        scores, same, n_skipped = folder_scores(source, extractor, progress)
+        scores, same, n_skipped = folder_scores(source, features, progress)
     elif source.is_file():
-        scores, same, _, skipped, _ = score_pair_list(read_pairs(source, images_dir), extractor, progress)
+        scores, same, _, skipped, _ = score_pair_list(read_pairs(source, images_dir), features, progress)
         n_skipped = len(skipped)
     else:
         raise UsageError(f"not a pairs file or an identity folder: {source}")
@@ -85,7 +86,7 @@ def calibrate(
         raise UsageError("calibration needs both same-person and different-person pairs")
     op = metrics.tar_at_far(scores, same, far)
     return Calibration(
-        model=getattr(extractor.embedder, "name", "?"),
+        model=features.embedder.name,
         source=str(source),
         target_far=far,
         threshold=op.threshold,

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facestyle.embed.features import FaceFeatures, FeatureTable
 from facestyle.errors import UsageError
 from facestyle.eval import metrics
-from facestyle.train.data import scan_identity_dir
-from facestyle.train.features import FaceExtractor, ProgressFn, _no_progress
+from facestyle.io.folders import scan_labelled_folder
+from facestyle.io.progress import Progress, no_progress
 
 DEFAULT_FARS = (1e-2, 1e-1)
 
@@ -70,22 +71,19 @@ def open_set_rates(
 def evaluate_identification(
     gallery_dir: str | Path,
     probe_dir: str | Path,
-    extractor: FaceExtractor,
+    features: FaceFeatures,
     fars: tuple[float, ...] = DEFAULT_FARS,
-    progress: ProgressFn = _no_progress,
+    progress: Progress = no_progress,
 ) -> IdentifyReport:
+    """Rank-1/5 and open-set figures: each gallery image a template, each probe scored against them."""
     t0 = time.perf_counter()
-    gal = scan_identity_dir(gallery_dir)
-    pro = scan_identity_dir(probe_dir)
-    g_emb, g_res = extractor.embed_files(gal.paths, progress)
-    p_emb, p_res = extractor.embed_files(pro.paths, progress)
-    skipped = [
-        {"path": str(r.path), "reason": r.status if not r.error else f"{r.status}: {r.error}"}
-        for r in (*g_res, *p_res)
-        if r.status != "ok"
-    ]
-    g_ok = np.array([r.status == "ok" for r in g_res])
-    p_ok = np.array([r.status == "ok" for r in p_res])
+    gal = scan_labelled_folder(gallery_dir)
+    pro = scan_labelled_folder(probe_dir)
+    g_table = features.embed(gal.paths, progress)
+    p_table = features.embed(pro.paths, progress)
+    skipped = _skipped(g_table) + _skipped(p_table)
+    g_ok, p_ok = g_table.ok, p_table.ok
+    g_emb, p_emb = g_table.values, p_table.values
     if not g_ok.any() or not p_ok.any():
         raise UsageError("no usable faces in the gallery or in the probes")
     g_lab = gal.labels[g_ok]
@@ -121,12 +119,12 @@ def evaluate_identification(
             "no unknown people among the probes: open-set figures need probe folders not in the gallery"
         )
     at_default = None
-    thr = getattr(extractor.embedder, "default_threshold", None)
+    thr = features.embedder.default_threshold
     if thr is not None:
         dir_, far = open_set_rates(scores, truth, known, float(thr))
         at_default = {"threshold": float(thr), "dir": dir_, "far": far}
     return IdentifyReport(
-        model=getattr(extractor.embedder, "name", "?"),
+        model=features.embedder.name,
         n_gallery_images=int(g_ok.sum()),
         n_gallery_identities=len(np.unique(g_lab)),
         n_known_probes=int(known.sum()),
@@ -139,3 +137,11 @@ def evaluate_identification(
         seconds=time.perf_counter() - t0,
         notes=notes,
     )
+
+
+def _skipped(table: FeatureTable) -> list[dict]:
+    return [
+        {"path": str(p), "reason": s if not e else f"{s}: {e}"}
+        for p, s, e in zip(table.paths, table.status, table.errors, strict=True)
+        if s != "ok"
+    ]

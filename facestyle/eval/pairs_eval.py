@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from facestyle.embed.features import FaceFeatures
 from facestyle.eval import metrics
 from facestyle.eval.pairs_file import PairList, SkippedPair
-from facestyle.train.checkpoint import score_pairs
-from facestyle.train.features import FaceExtractor, ProgressFn, _no_progress
+from facestyle.io.progress import Progress, no_progress
 
 TARGET_FARS = (1e-2, 1e-3)
 
@@ -54,28 +53,30 @@ class PairsReport:
 
 
 def score_pair_list(
-    pairs: PairList, extractor: FaceExtractor, progress: ProgressFn = _no_progress
+    pairs: PairList, features: FaceFeatures, progress: Progress = no_progress
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[SkippedPair], int]:
     """(scores, labels, folds, skipped, n_images): each unique image embedded once, in batches."""
     images = pairs.image_paths()
-    emb, results = extractor.embed_files(images, progress)
+    table = features.embed(images, progress)
     row = {p: i for i, p in enumerate(images)}
-    status = {p: r for p, r in zip(images, results, strict=True)}
     skipped = list(pairs.skipped)
     keep = []
     for idx, p in enumerate(pairs.pairs):
-        bad = [status[q] for q in (p.path1, p.path2) if status[q].status != "ok"]
+        bad = [row[q] for q in (p.path1, p.path2) if table.status[row[q]] != "ok"]
         if bad:
             reason = "; ".join(
-                f"{r.status.replace('_', ' ')}: {r.path}" + (f" ({r.error})" if r.error else "") for r in bad
+                f"{table.status[i].replace('_', ' ')}: {table.paths[i]}"
+                + (f" ({table.errors[i]})" if table.errors[i] else "")
+                for i in bad
             )
             skipped.append(SkippedPair(p.line, str(p.path1), str(p.path2), p.same, reason))
         else:
             keep.append(idx)
     used = [pairs.pairs[i] for i in keep]
+    emb = table.values
     a = emb[[row[p.path1] for p in used]] if used else np.zeros((0, emb.shape[1]), np.float32)
     b = emb[[row[p.path2] for p in used]] if used else np.zeros((0, emb.shape[1]), np.float32)
-    scores = score_pairs(extractor.embedder, a, b) if used else np.zeros(0)
+    scores = features.embedder.score_pairs(a, b) if used else np.zeros(0)
     labels = np.array([p.same for p in used], dtype=bool)
     if pairs.n_folds:
         folds = np.array([p.fold for p in used], dtype=np.int64)
@@ -133,38 +134,20 @@ def summarise(
     )
 
 
-def evaluate_pairs(
-    pairs: PairList, extractor: FaceExtractor, progress: ProgressFn = _no_progress
-) -> PairsReport:
-    """Embed, score and summarise one pairs list with one model."""
+def evaluate_pairs(pairs: PairList, features: FaceFeatures, progress: Progress = no_progress) -> PairsReport:
+    """Embed, score and summarise one pairs list with one model (``features``: the pipeline's feature
+    service, e.g. ``FacePipeline(...).features(face="central")``)."""
     t0 = time.perf_counter()
-    scores, labels, folds, skipped, n_images = score_pair_list(pairs, extractor, progress)
-    emb = extractor.embedder
+    scores, labels, folds, skipped, n_images = score_pair_list(pairs, features, progress)
+    emb = features.embedder
     return summarise(
         scores,
         labels,
         folds,
-        model=getattr(emb, "name", "?"),
-        score_kind=getattr(emb, "score_kind", "cosine"),
+        model=emb.name,
+        score_kind=emb.score_kind,
         skipped=skipped,
         n_images=n_images,
         seconds=time.perf_counter() - t0,
         warnings=pairs.warnings,
     )
-
-
-def make_extractor(
-    model: str = "dlib-resnet-v1", detector: str = "mtcnn", device: Any = None
-) -> FaceExtractor:
-    """The extractor over the product's pipeline: ``FacePipeline``'s detector and embedder when present."""
-    try:
-        from facestyle.api import FacePipeline
-    except ImportError:
-        FacePipeline = None  # noqa: N806 - the pipeline module is optional while the product is assembled
-    if FacePipeline is not None:
-        pipe = FacePipeline(model=model, detector=detector, device=device)
-        return FaceExtractor(pipe.detector, pipe.embedder)
-    from facestyle.detect import get_detector
-    from facestyle.embed.embedder import load_embedder
-
-    return FaceExtractor(get_detector(detector, device=device), load_embedder(model, device=device))

@@ -1,6 +1,8 @@
 """Image classification by transfer learning: a linear or small MLP head on frozen backbone features.
 
-The backbone (:mod:`facestyle.heads.features`) turns every image into a vector once; the head is then
+The backbone (the feature service, :mod:`facestyle.embed.features`) turns every image into a vector
+once: a face embedder on each photo's largest face, or an image backbone pooled over the whole image.
+The head is then
 a few thousand parameters trained with cross-entropy in seconds, which is what makes "a folder per
 class, a handful of images each" workable. The data set is a directory with one sub-directory per
 class; a stratified held-out split (a fraction, or "N training images per class" for few-shot runs)
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,46 +21,77 @@ import numpy as np
 import torch
 from torch import nn
 
-from facestyle.errors import UsageError
-from facestyle.heads.features import Backbone, backbone_from_config, extract_features
-from facestyle.io.files import atomic_write, load_tensor_file
+from facestyle.embed.features import FaceFeatures, ImageFeatures, NoFacePolicy
+from facestyle.errors import ParameterError, UsageError
+from facestyle.io.files import load_tensor_file, save_tensor_file
+from facestyle.io.folders import LabelledImages, scan_labelled_folder
+from facestyle.io.progress import Progress, no_progress
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 HEAD_FORMAT = "facestyle-classifier-head/1"
 
-
-# ------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class FolderDataset:
-    """Image paths and integer labels of a folder-per-class directory (classes sorted by name)."""
-
-    root: Path
-    classes: list[str]
-    paths: list[Path]
-    labels: np.ndarray
+#: What turns an image into the head's input: a face embedder (largest face) or an image backbone.
+FeatureSource = FaceFeatures | ImageFeatures
 
 
-def scan_folder(root: str | Path) -> FolderDataset:
-    """Read ``root/<class>/<image>``; hidden files and non-image suffixes are ignored."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"{root}: not a directory")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths: list[Path] = []
-    labels: list[int] = []
-    for k, name in enumerate(classes):
-        files = sorted(
-            p
-            for p in (root / name).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+# ------------------------------------------------------------------------------------------- backbones
+
+
+def feature_source(
+    backbone: str = "dlib-resnet-v1",
+    *,
+    detector: str = "mtcnn",
+    no_face: NoFacePolicy = "skip",
+    device: str | None = None,
+    cache: bool = True,
+) -> FeatureSource:
+    """The feature service for a registered model: face embedders (``dlib-resnet-v1``, ...) embed each
+    photo's largest face; image backbones (``vgg19-imagenet``, ...) pool the whole image."""
+    from facestyle.embed.loader import load_embedder
+    from facestyle.models.registry import detector as make_detector
+    from facestyle.models.registry import get_model
+
+    spec = get_model(backbone)
+    if spec.kind == "embedder":
+        return FaceFeatures(
+            load_embedder(backbone, device),
+            make_detector(detector, device),
+            face="largest",
+            no_face=no_face,
+            cache=cache,
         )
-        paths += files
-        labels += [k] * len(files)
-    if len(classes) < 2 or not paths:
-        raise UsageError(f"{root}: needs at least two class sub-folders with images (found {len(classes)})")
-    return FolderDataset(root, classes, paths, np.asarray(labels, dtype=np.int64))
+    if spec.build_extractor is None:
+        raise ParameterError("{backbone} is a " + spec.kind + ", not a backbone", backbone=backbone)
+    return ImageFeatures(backbone, device=device, cache=cache)
+
+
+def source_config(source: FeatureSource) -> dict:
+    """How to rebuild ``source`` later (stored in the head file)."""
+    if isinstance(source, FaceFeatures):
+        return {
+            "name": source.embedder.name,
+            "kind": "face",
+            "detector": source.detector.name,
+            "no_face": source.no_face,
+        }
+    return {"name": source.name, "kind": "image", "tap": source.tap, "size": source.size}
+
+
+def source_from_config(config: dict, device: str | None = None, cache: bool = False) -> FeatureSource:
+    """Rebuild the feature source a head was trained on (from its head file)."""
+    if config.get("kind") == "face":
+        return feature_source(
+            config["name"], detector=config["detector"], no_face=config["no_face"], device=device, cache=cache
+        )
+    if config.get("kind") == "image":
+        return ImageFeatures(
+            config["name"], tap=config["tap"], size=int(config["size"]), device=device, cache=cache
+        )
+    raise UsageError(f"unknown backbone description in head file: {config!r}")
+
+
+def source_trained(source: FeatureSource) -> bool:
+    """False when the source's network has random weights (its numbers say nothing about pretraining)."""
+    return bool(source.trained) if isinstance(source, ImageFeatures) else True
 
 
 def stratified_split(
@@ -71,7 +103,7 @@ def stratified_split(
     rest; otherwise ``round(test_fraction * n)`` images per class (at least one) are held out.
     """
     if train_per_class is None and not 0.0 < test_fraction < 1.0:
-        raise UsageError(f"test fraction must be between 0 and 1, got {test_fraction}")
+        raise ParameterError("{test_fraction} must be between 0 and 1", test_fraction=test_fraction)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for k in np.unique(labels):
@@ -111,7 +143,9 @@ class ClassifierHead(nn.Module):
 
 
 @dataclass
-class TrainConfig:
+class ClassifierOptions:
+    """How the classifier head is trained (stored in the head file's metrics)."""
+
     hidden: int = 0
     dropout: float = 0.0
     epochs: int = 300
@@ -124,11 +158,11 @@ class TrainConfig:
     seed: int = 0
 
 
-def train_head(
-    feats: np.ndarray, labels: np.ndarray, n_classes: int, config: TrainConfig | None = None
+def fit_classifier_head(
+    feats: np.ndarray, labels: np.ndarray, n_classes: int, config: ClassifierOptions | None = None
 ) -> ClassifierHead:
     """Fit a head with Adam + cross-entropy on ``(N, D)`` features (CPU; seconds for thousands of rows)."""
-    cfg = config or TrainConfig()
+    cfg = config or ClassifierOptions()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(feats, np.float32))
@@ -155,7 +189,7 @@ def _single_thread():
         torch.set_num_threads(before)
 
 
-def _fit(head, opt, loss_fn, x, y, cfg: TrainConfig, gen: torch.Generator) -> None:
+def _fit(head, opt, loss_fn, x, y, cfg: ClassifierOptions, gen: torch.Generator) -> None:
     for _ in range(cfg.epochs):
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), cfg.batch_size):
@@ -232,7 +266,9 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
 
 
 @dataclass
-class TrainResult:
+class ClassifierResult:
+    """A trained classifier: the head, its classes, the feature source it runs on, held-out metrics."""
+
     head: ClassifierHead
     classes: list[str]
     backbone: dict
@@ -263,48 +299,50 @@ class TrainResult:
 
 def train_classifier(
     data_dir: str | Path,
-    backbone: Backbone,
-    config: TrainConfig | None = None,
+    source: FeatureSource,
+    config: ClassifierOptions | None = None,
     test_fraction: float = 0.3,
     train_per_class: int | None = None,
     split_seed: int = 0,
-    use_cache: bool = True,
-    progress: Callable | None = None,
+    progress: Progress = no_progress,
     fine_tune_epochs: int = 0,
-) -> TrainResult:
+) -> ClassifierResult:
     """Scan, extract (cached), split, train, evaluate on the held-out part.
 
     ``fine_tune_epochs`` > 0 (dlib-resnet-v1 only) also trains the backbone's last stage with the
-    classifier (:mod:`facestyle.heads.finetune`) instead of a head on frozen features.
+    classifier (:func:`facestyle.heads.finetune.tune_last_stage`) instead of a head on frozen features.
     """
-    if fine_tune_epochs and not (
-        getattr(backbone, "kind", "") == "face" and backbone.name == "dlib-resnet-v1"
-    ):
-        raise UsageError("fine-tuning the last stage is available for the dlib-resnet-v1 backbone only")
-    cfg = config or TrainConfig()
-    data = scan_folder(data_dir)
+    is_dlib = isinstance(source, FaceFeatures) and source.embedder.name == "dlib-resnet-v1"
+    if fine_tune_epochs and not is_dlib:
+        raise ParameterError(
+            "{fine_tune_epochs} tunes the dlib-resnet-v1 network's last stage: use that backbone",
+            fine_tune_epochs=fine_tune_epochs,
+        )
+    cfg = config or ClassifierOptions()
+    data = scan_labelled_folder(data_dir, min_labels=2)
     t0 = time.perf_counter()
-    feats = extract_features(backbone, data.paths, use_cache=use_cache, progress=progress)
+    feats = source.embed(data.paths, progress)
     t_feat = time.perf_counter() - t0
     usable = np.flatnonzero(feats.ok)
-    skipped = [(str(data.paths[i]), feats.status[i]) for i in np.flatnonzero(~feats.ok)]
+    skipped = [(str(data.paths[i]), feats.reason(i)) for i in np.flatnonzero(~feats.ok)]
     if usable.size == 0:
         raise UsageError(f"{data_dir}: no usable image (every one failed or had no face)")
     train_idx, test_idx = stratified_split(data.labels[usable], test_fraction, train_per_class, split_seed)
     train_idx, test_idx = usable[train_idx], usable[test_idx]
+    face = isinstance(source, FaceFeatures)
     if cfg.standardize is None:
-        cfg = dataclasses.replace(cfg, standardize=backbone.kind != "face")
+        cfg = dataclasses.replace(cfg, standardize=not face)
     t1 = time.perf_counter()
     fine_tuned = None
-    test_feats = feats.features[test_idx]
+    test_feats = feats.values[test_idx]
     if fine_tune_epochs:
         head, fine_tuned, test_feats = _fine_tune(
-            backbone, data, train_idx, test_idx, fine_tune_epochs, cfg.seed
+            source, data, train_idx, test_idx, fine_tune_epochs, cfg.seed
         )
     else:
-        head = train_head(feats.features[train_idx], data.labels[train_idx], len(data.classes), cfg)
+        head = fit_classifier_head(feats.values[train_idx], data.labels[train_idx], len(data.names), cfg)
     t_train = time.perf_counter() - t1
-    n = len(data.classes)
+    n = len(data.names)
     if test_idx.size:
         pred = predict_proba(head, test_feats).argmax(axis=1)
         cm = confusion_matrix(data.labels[test_idx], pred, n)
@@ -320,8 +358,8 @@ def train_classifier(
         "features_computed": int(feats.computed),
         "feature_seconds": round(t_feat, 3),
         "train_seconds": round(t_train, 3),
-        "backbone_trained": bool(backbone.trained),
-        "per_class": per_class_report(cm, data.classes),
+        "backbone_trained": source_trained(source),
+        "per_class": per_class_report(cm, data.names),
         "split": {"test_fraction": test_fraction, "train_per_class": train_per_class, "seed": split_seed},
         "head": {
             "hidden": cfg.hidden,
@@ -333,31 +371,32 @@ def train_classifier(
     }
     if fine_tune_epochs:
         metrics["fine_tune_epochs"] = fine_tune_epochs
-    return TrainResult(head, data.classes, backbone.config, metrics, cm, skipped, fine_tuned)
+    return ClassifierResult(head, data.names, source_config(source), metrics, cm, skipped, fine_tuned)
 
 
-def _stage_inputs(backbone: Backbone, paths: list[Path]) -> torch.Tensor:
-    """Activations entering the dlib ResNet's last block, for the largest face of each image."""
-    from facestyle.heads.finetune import frozen_part
-    from facestyle.io.images import load_image
+def _stage_inputs(source: FaceFeatures, paths: list[Path]) -> torch.Tensor:
+    """Activations entering the dlib ResNet's last block, for the chosen face of each image."""
+    from facestyle.heads.finetune import stage_inputs
 
-    chips = [backbone.chip(load_image(p)) for p in paths]
+    chips = [r.chip for r in source.chips(paths)]
     if any(c is None for c in chips):
         raise UsageError("an image lost its face between feature extraction and fine-tuning")
-    return frozen_part(np.stack(chips), backbone._pipeline().embedder.module)
+    return stage_inputs(source.embedder.module, np.stack(chips))
 
 
-def _fine_tune(backbone, data: FolderDataset, train_idx, test_idx, epochs: int, seed: int):
+def _fine_tune(source: FaceFeatures, data: LabelledImages, train_idx, test_idx, epochs: int, seed: int):
     """Fine-tune; returns a ClassifierHead over the tuned embeddings, the tuned states, test embeddings."""
-    from facestyle.heads.finetune import fine_tune
+    from facestyle.heads.finetune import tune_last_stage
 
-    net = backbone._pipeline().embedder.module
-    acts_train = _stage_inputs(backbone, [data.paths[i] for i in train_idx])
-    model, _ = fine_tune(acts_train, data.labels[train_idx], net, len(data.classes), epochs=epochs, seed=seed)
+    net = source.embedder.module
+    acts_train = _stage_inputs(source, [data.paths[i] for i in train_idx])
+    model, _ = tune_last_stage(
+        acts_train, data.labels[train_idx], net, len(data.names), epochs=epochs, seed=seed
+    )
     head = _head_from_stage(model)
     with torch.inference_mode():
         test_feats = (
-            model.embed(_stage_inputs(backbone, [data.paths[i] for i in test_idx])).numpy()
+            model.embed(_stage_inputs(source, [data.paths[i] for i in test_idx])).numpy()
             if len(test_idx)
             else np.zeros((0, model.fc.out_features), np.float32)
         )
@@ -375,9 +414,9 @@ def _head_from_stage(model) -> ClassifierHead:
     return head.eval()
 
 
-def save_head(result: TrainResult, path: str | Path) -> Path:
-    checkpoint = result.checkpoint()
-    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+def save_head(result: ClassifierResult, path: str | Path) -> Path:
+    """Write the head file atomically (readable with ``weights_only=True``)."""
+    return save_tensor_file(path, result.checkpoint())
 
 
 @dataclass
@@ -407,47 +446,57 @@ def load_head(path: str | Path) -> LoadedHead:
     )
 
 
-def _tuned_embeddings(loaded: LoadedHead, backbone: Backbone, paths: list[Path]) -> np.ndarray:
+def _tuned_embeddings(loaded: LoadedHead, source: FaceFeatures, paths: list[Path]) -> np.ndarray:
     from facestyle.heads.finetune import LastStage
 
-    net = backbone._pipeline().embedder.module
-    model = LastStage(net, len(loaded.classes))
+    model = LastStage(source.embedder.module, len(loaded.classes))
     model.block.load_state_dict(loaded.fine_tuned["block"])
     model.fc.load_state_dict(loaded.fine_tuned["fc"])
     with torch.inference_mode():
-        return model.eval().embed(_stage_inputs(backbone, paths)).numpy()
+        return model.eval().embed(_stage_inputs(source, paths)).numpy()
 
 
 @dataclass
 class Prediction:
+    """Top classes of one image; ``status`` is ``ok``, ``no_face`` or ``error`` (then ``error`` says why)."""
+
     path: str
-    status: str  # ok | no_face | error message
+    status: str
     top: list[tuple[str, float]]
+    error: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "image": self.path,
             "status": self.status,
             "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top],
         }
+        if self.error:
+            data["error"] = self.error
+        return data
 
 
 def predict_files(
     loaded: LoadedHead, paths: list[str | Path], top_k: int = 1, device: str | None = None
 ) -> list[Prediction]:
     """Top-``k`` classes per image, with the head's own backbone; a bad file gets a status, not a crash."""
-    backbone = backbone_from_config(loaded.backbone, device=device)
-    feats = extract_features(backbone, [Path(p) for p in paths], use_cache=False)
-    if loaded.fine_tuned and feats.ok.any():
-        feats.features[feats.ok] = _tuned_embeddings(
-            loaded, backbone, [Path(p) for p, ok in zip(paths, feats.ok, strict=True) if ok]
+    if top_k < 1:
+        raise ParameterError("{top_k} must be at least 1", top_k=top_k)
+    source = source_from_config(loaded.backbone, device=device)
+    feats = source.embed([Path(p) for p in paths])
+    values = feats.values.copy()
+    ok = feats.ok
+    if loaded.fine_tuned and ok.any():
+        assert isinstance(source, FaceFeatures)
+        values[ok] = _tuned_embeddings(
+            loaded, source, [Path(p) for p, good in zip(paths, ok, strict=True) if good]
         )
-    k = max(1, min(top_k, len(loaded.classes)))
+    k = min(top_k, len(loaded.classes))
     out = []
-    probs = predict_proba(loaded.head, feats.features) if feats.ok.any() else None
+    probs = predict_proba(loaded.head, np.nan_to_num(values)) if ok.any() else None
     for i, p in enumerate(paths):
-        if not feats.ok[i]:
-            out.append(Prediction(str(p), feats.status[i], []))
+        if not ok[i]:
+            out.append(Prediction(str(p), feats.status[i], [], feats.errors[i]))
             continue
         order = np.argsort(-probs[i], kind="stable")[:k]
         out.append(Prediction(str(p), "ok", [(loaded.classes[j], float(probs[i, j])) for j in order]))

@@ -20,32 +20,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facestyle.models.dlib_resnet import DlibResNet, trunk_features
 
-def frozen_part(chips: np.ndarray, net: nn.Module, batch: int = 32) -> torch.Tensor:
-    """Activations entering the last residual block: ``(N, 150, 150, 3)`` uint8 chips -> (N, 256, 4, 4)."""
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(chips), batch):
-            x = (
-                torch.from_numpy(np.ascontiguousarray(chips[start : start + batch]))
-                .permute(0, 3, 1, 2)
-                .float()
-            )
-            x = torch.addcmul(net.mean_rgb * -net.inv_scale, x, net.inv_scale)
-            x = F.max_pool2d(F.relu(net.stem(x)), 3, 2)
-            for block in list(net.blocks)[:-1]:
-                x = block(x)
-            outs.append(x.contiguous().clone())
-    return torch.cat(outs) if outs else torch.zeros(0, 256, 4, 4)
+
+def stage_inputs(net: DlibResNet, chips: np.ndarray) -> torch.Tensor:
+    """Activations entering the last residual block: ``(N, 150, 150, 3)`` uint8 chips -> (N, 256, 4, 4),
+    computed on the network's device, returned on the CPU."""
+    if not len(chips):
+        return torch.zeros(0, 256, 4, 4)
+    return trunk_features(net, chips, upto=-2)
 
 
 class LastStage(nn.Module):
-    """Copies of the last residual block and the projection (trainable), then a linear classifier."""
+    """Copies of the last residual block and the projection (trainable), then a linear classifier.
 
-    def __init__(self, net: nn.Module, n_classes: int) -> None:
+    The copies live on the CPU whatever the network's device: :func:`stage_inputs` hands back CPU
+    tensors (small, and cached per image), and one block is cheap to train there.
+    """
+
+    def __init__(self, net: DlibResNet, n_classes: int) -> None:
         super().__init__()
-        self.block = copy.deepcopy(list(net.blocks)[-1]).to(memory_format=torch.contiguous_format).float()
-        self.fc = copy.deepcopy(net.fc).float()
+        block = copy.deepcopy(net.blocks[-1]).cpu()
+        self.block = block.to(memory_format=torch.contiguous_format).float()
+        self.fc = copy.deepcopy(net.fc).cpu().float()
         # The shared embedder is frozen (requires_grad False); the copies are what we train.
         self.block.requires_grad_(True)
         self.fc.requires_grad_(True)
@@ -59,10 +56,10 @@ class LastStage(nn.Module):
         return self.classifier(self.embed(acts))
 
 
-def fine_tune(
+def tune_last_stage(
     acts: torch.Tensor,
     labels: np.ndarray,
-    net: nn.Module,
+    net: DlibResNet,
     n_classes: int,
     epochs: int = 60,
     lr_stage: float = 1e-4,
@@ -70,7 +67,11 @@ def fine_tune(
     batch_size: int = 64,
     seed: int = 0,
 ) -> tuple[LastStage, float]:
-    """Train the last stage (small learning rate) and the classifier (large) with cross-entropy."""
+    """Train the last stage (small learning rate) and the classifier (large) with cross-entropy.
+
+    ``acts`` are :func:`stage_inputs` of the training chips; the network itself stays frozen (the
+    stage is a copy). Returns the trained stage (eval mode) and the seconds it took.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = LastStage(net, n_classes)

@@ -1,22 +1,13 @@
-"""A trainable single-stage grid detector head (the YOLO formulation) on frozen backbone features.
+"""Training and evaluating the YOLO-style grid detection head on frozen backbone features.
 
-The image is resized to the backbone's input (150 x 150 for the dlib ResNet) and seen as an S x S grid
-of cells (S = 8 at the tap used: the output of the third 128-channel residual block). For every cell
-and anchor the head predicts ``objectness, x, y, w, h`` and class logits:
-
-* ``x, y`` = sigmoid outputs, the box centre's position inside its cell (0..1 in cell units);
-* ``w, h`` = ``anchor * exp(t)`` in cell units; without anchors there is one "anchor" of 1 x 1 cell,
-  which is YOLOv2's parametrisation with a single neutral prior;
-* ``objectness`` = sigmoid, trained towards 1 in the one cell/anchor responsible for a ground-truth
-  box (the cell holding its centre; the anchor whose shape fits it best) and 0 elsewhere.
+The head, its box decoding, its file and the detector that runs it live in :mod:`facestyle.detect.grid`
+(which also describes the grid and the predictions); this module adds what only training needs:
+annotation files, target encoding, the loss, the training loop and mAP.
 
 Why the frozen dlib ResNet and not a small trainable stem: its features are computed once and cached
 (the head then trains in seconds on a CPU), and they come from a network trained on faces, so a face
 detector needs only a light head. The cost is a fixed, coarse grid (cell = 150/8 ~ 19 px of the resized
 image) and no fine-tuning of the features.
-
-Decoding turns each cell's prediction into a scored box and thins them with the package's greedy
-NMS (:func:`facestyle.detect.boxes.batched_nms`, per class).
 """
 
 from __future__ import annotations
@@ -31,103 +22,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from facestyle.detect.base import DetectedFace
-from facestyle.detect.boxes import batched_nms, box_area
+from facestyle.detect.boxes import box_area
+from facestyle.detect.faces import Face
+from facestyle.detect.grid import (
+    TAP_BLOCK,
+    FeatureMaps,
+    GridHead,
+    decode,
+    feature_maps,
+)
 from facestyle.errors import FacestyleError, UsageError
-from facestyle.io.files import load_tensor_file
-
-INPUT_SIZE = 150
-TAP_BLOCK = 9  # index into DlibResNet.blocks: 128 channels, 8 x 8 at 150 px
-HEAD_FORMAT = "facestyle-grid-head/1"
 
 
-# ------------------------------------------------------------------------------------------ backbone
+def dlib_feature_maps(device: str | None = None) -> FeatureMaps:
+    """The frozen dlib ResNet trunk cut after block ``TAP_BLOCK``, on ``device``: 150 x 150 RGB images
+    -> (N, 128, 8, 8) float32 CPU maps."""
+    import functools
 
+    from facestyle.models.dlib_resnet import trunk_features
+    from facestyle.models.registry import create
 
-class DlibFeatureMap(nn.Module):
-    """The dlib face ResNet cut after block ``TAP_BLOCK``: (N, 3, 150, 150) RGB 0..255 -> (N, 128, 8, 8).
-
-    Frozen: used under ``inference_mode`` and never trained here.
-    """
-
-    def __init__(self, tap_block: int = TAP_BLOCK) -> None:
-        super().__init__()
-        from facestyle.models.dlib_resnet import load_dlib_resnet
-
-        net = load_dlib_resnet(channels_last=False)
-        self.register_buffer("mean_rgb", net.mean_rgb.clone())
-        self.register_buffer("inv_scale", net.inv_scale.clone())
-        self.stem = net.stem
-        self.blocks = nn.Sequential(*list(net.blocks)[: tap_block + 1])
-        self.eval().requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.addcmul(self.mean_rgb * -self.inv_scale, x, self.inv_scale)
-        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
-        return self.blocks(x)
-
-
-def resize_for_backbone(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    import cv2
-
-    if image.shape[:2] == (size, size):
-        return image
-    interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-@torch.inference_mode()
-def feature_maps(backbone: DlibFeatureMap, images: Sequence[np.ndarray], batch: int = 32) -> torch.Tensor:
-    """Backbone feature maps of RGB images of any size (each resized to 150 x 150)."""
-    outs = []
-    device = backbone.mean_rgb.device
-    for start in range(0, len(images), batch):
-        arr = np.stack([resize_for_backbone(im) for im in images[start : start + batch]])
-        x = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float()
-        outs.append(backbone(x).cpu())
-    return torch.cat(outs) if outs else torch.zeros(0)
-
-
-# ------------------------------------------------------------------------------------------ the head
-
-
-class GridHead(nn.Module):
-    """conv3x3 -> BN -> LeakyReLU -> conv1x1 to ``A * (5 + C)`` channels per cell."""
-
-    def __init__(
-        self,
-        in_channels: int = 128,
-        n_classes: int = 1,
-        anchors: Sequence[Sequence[float]] | None = None,
-        width: int = 128,
-    ) -> None:
-        super().__init__()
-        anchors = [[1.0, 1.0]] if not anchors else [list(map(float, a)) for a in anchors]
-        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))  # (A, 2) cell units
-        self.n_classes = n_classes
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(width, len(anchors) * (5 + n_classes), 1),
-        )
-        # Start with low objectness everywhere (most cells are background), as RetinaNet's prior does.
-        with torch.no_grad():
-            last = self.body[-1]
-            bias = last.bias.view(len(anchors), 5 + n_classes)
-            bias[:, 0] = -4.0
-
-    @property
-    def n_anchors(self) -> int:
-        return int(self.anchors.shape[0])
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) -> raw predictions (N, S, S, A, 5 + classes)."""
-        out = self.body(feats)
-        n, _, s1, s2 = out.shape
-        return out.view(n, self.n_anchors, 5 + self.n_classes, s1, s2).permute(0, 3, 4, 1, 2)
+    return functools.partial(trunk_features, create("dlib-resnet-v1", device), upto=TAP_BLOCK)
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -224,38 +140,6 @@ def grid_loss(
     return total, parts
 
 
-def decode(
-    pred: torch.Tensor,
-    anchors: torch.Tensor,
-    image_size: tuple[int, int],
-    score_threshold: float = 0.3,
-    iou_threshold: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raw predictions of ONE image (S, S, A, 5 + C) -> (boxes in image pixels, scores, labels) after NMS.
-
-    Score = objectness x class probability (objectness alone with one class).
-    """
-    s = pred.shape[0]
-    w_img, h_img = image_size
-    p = pred.detach().float().cpu()
-    obj = torch.sigmoid(p[..., 0])
-    if p.shape[-1] > 6:
-        cls_prob = torch.softmax(p[..., 5:], dim=-1)
-        best, label = cls_prob.max(dim=-1)
-        score = obj * best
-    else:
-        score, label = obj, torch.zeros_like(obj, dtype=torch.long)
-    jj, ii = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-    cx = (ii[..., None] + torch.sigmoid(p[..., 1])) / s * w_img
-    cy = (jj[..., None] + torch.sigmoid(p[..., 2])) / s * h_img
-    bw = anchors[:, 0] * torch.exp(p[..., 3].clamp(max=6)) / s * w_img
-    bh = anchors[:, 1] * torch.exp(p[..., 4].clamp(max=6)) / s * h_img
-    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1).reshape(-1, 4).numpy()
-    score, label = score.reshape(-1).numpy(), label.reshape(-1).numpy()
-    keep = batched_nms(boxes, score, label, iou_threshold=iou_threshold, score_threshold=score_threshold)
-    return boxes[keep].astype(np.float32), score[keep].astype(np.float32), label[keep].astype(np.int64)
-
-
 # ------------------------------------------------------------------------------------------ annotations
 
 
@@ -346,9 +230,7 @@ def _read_coco(path: Path, root: Path) -> AnnotationSet:
     return AnnotationSet(items, [c["name"] for c in cats])
 
 
-def write_csv(
-    path: str | Path, rows: Sequence[tuple[str, Sequence[DetectedFace]]], label: str = "face"
-) -> Path:
+def write_csv(path: str | Path, rows: Sequence[tuple[str, Sequence[Face]]], label: str = "face") -> Path:
     """Write detector output as a training CSV (images without faces get an empty-box row)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -392,7 +274,7 @@ class EncodedSet:
 
 
 def load_and_encode(
-    ann: AnnotationSet, backbone: DlibFeatureMap, anchors: torch.Tensor, progress: Callable | None = None
+    ann: AnnotationSet, backbone: FeatureMaps, anchors: torch.Tensor, progress: Callable | None = None
 ) -> EncodedSet:
     """Read every image once, run the frozen backbone, encode its boxes; unreadable images are skipped."""
     from facestyle.io.images import load_image
@@ -482,69 +364,3 @@ def evaluate(
     p = [ImageBoxes(b, lab, s) for b, s, lab in preds]
     t = [ImageBoxes(item.boxes, item.labels) for item in data.items]
     return mean_average_precision(p, t, iou_threshold)
-
-
-# ------------------------------------------------------------------------------------------ files, detector
-
-
-def save_grid_head(head: GridHead, classes: list[str], path: str | Path, metrics: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": HEAD_FORMAT,
-            "backbone": {"name": "dlib-resnet-v1", "tap_block": TAP_BLOCK, "input_size": INPUT_SIZE},
-            "classes": list(classes),
-            "anchors": head.anchors.tolist(),
-            "width": int(head.body[0].out_channels),
-            "in_channels": int(head.body[0].in_channels),
-            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-            "metrics": metrics or {},
-        },
-        path,
-    )
-    return path
-
-
-def load_grid_head(path: str | Path) -> tuple[GridHead, list[str], dict]:
-    path = Path(path)
-    ckpt = load_tensor_file(path, "head")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_FORMAT:
-        raise UsageError(f"{path}: not a facestyle grid detection head (expected format {HEAD_FORMAT})")
-    head = GridHead(ckpt["in_channels"], len(ckpt["classes"]), ckpt["anchors"], ckpt["width"])
-    head.load_state_dict(ckpt["state_dict"])
-    return head.eval(), list(ckpt["classes"]), dict(ckpt.get("metrics", {}))
-
-
-class GridHeadDetector:
-    """A trained grid head behind the package's Detector interface (boxes and scores, no landmarks)."""
-
-    name = "grid-head"
-
-    def __init__(
-        self, head_path: str | Path, score_threshold: float = 0.5, iou_threshold: float = 0.5
-    ) -> None:
-        self.head, self.classes, self.metrics = load_grid_head(head_path)
-        self.backbone = DlibFeatureMap()
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-
-    @torch.inference_mode()
-    def detect_batch(self, images: list[np.ndarray]) -> list[list[DetectedFace]]:
-        if not images:
-            return []
-        preds = self.head(feature_maps(self.backbone, images))
-        out = []
-        for image, pred in zip(images, preds, strict=True):
-            boxes, scores, _ = decode(
-                pred,
-                self.head.anchors,
-                (image.shape[1], image.shape[0]),
-                self.score_threshold,
-                self.iou_threshold,
-            )
-            out.append([DetectedFace(b, float(s), None) for b, s in zip(boxes, scores, strict=True)])
-        return out
-
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        return self.detect_batch([image])[0]

@@ -1,5 +1,9 @@
-"""Reading user files (images) into plain numpy arrays."""
+"""Files in and out: images, tensor files, labelled folders, and the progress protocol.
 
-from facestyle.io.images import MAX_PIXELS, load_image
+The lowest layer with :mod:`facestyle.errors`: nothing here imports a model, and torch only inside the
+tensor-file functions.
+"""
 
-__all__ = ["MAX_PIXELS", "load_image"]
+from facestyle.io.images import MAX_PIXELS, ImageLike, as_rgb, load_image, save_image
+
+__all__ = ["MAX_PIXELS", "ImageLike", "as_rgb", "load_image", "save_image"]

@@ -1,9 +1,12 @@
 """Writing files so a crash never leaves half of one, and reading tensor files without unpickling code.
 
-Every artefact the toolkit writes (imported weights, checkpoints, heads, feature caches) goes through
-:func:`atomic_write`: the data lands in a temporary file in the same directory, then one ``os.replace``
-makes it visible, so readers see the old file or the new one, never a torn one. Every tensor file a
-user hands us is read by :func:`load_tensor_file` with ``weights_only=True``.
+Every artefact the toolkit writes (imported weights, checkpoints, heads, feature caches, images) goes
+through :func:`atomic_write`: the data lands in a temporary file in the same directory, then one
+``os.replace`` makes it visible, so readers see the old file or the new one, never a torn one. Every
+tensor file a user hands us is read by :func:`load_tensor_file` with ``weights_only=True``, and every
+one we write goes through :func:`save_tensor_file`, so all formats (checkpoints, classifier and grid
+heads) are written the same way. :func:`file_key` is the one identity of a file's content used by every
+cache.
 """
 
 from __future__ import annotations
@@ -35,6 +38,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any], suff
     return path
 
 
+def save_array(path: str | os.PathLike[str], array: Any) -> Path:
+    """``np.save`` atomically (the ``.npy`` appears whole or not at all)."""
+    import numpy as np
+
+    return atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
+
+
+def save_tensor_file(path: str | os.PathLike[str], payload: dict) -> Path:
+    """``torch.save`` a dict of plain tensors, strings and numbers atomically (readable with
+    ``weights_only=True``)."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
 def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; a missing or unreadable file is one-line error.
 
@@ -49,3 +67,13 @@ def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign, truncated or pickled-code files
         raise UsageError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
+
+
+def file_key(path: str | os.PathLike[str]) -> str:
+    """Identity of a file's current content for caches: absolute path, size and mtime.
+
+    An edited (or replaced) file gets a new key, so a cache never serves a stale entry for it.
+    """
+    path = Path(path)
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"

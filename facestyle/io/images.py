@@ -1,19 +1,30 @@
-"""Load any image a user is likely to hand us as an RGB uint8 array.
+"""Load any image a user is likely to hand us as an RGB uint8 array, and write images back.
 
 Photos from phones carry their rotation in EXIF; scanned or dataset images come grey (AT&T PGM),
 palette, CMYK or with alpha. Every model downstream wants upright RGB, so all of that is settled here,
-once. Decompression bombs are refused before any pixel is decoded.
+once. Decompression bombs are refused before any pixel is decoded. :func:`as_rgb` is the one place
+where "a path or an array" becomes an array, so every public function accepts both. :func:`save_image`
+is the one image writer: the format follows the extension and the file appears whole or not at all.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facestyle.errors import ImageError
+from facestyle.errors import ImageError, UsageError
+from facestyle.io.files import atomic_write
+
+#: A photo given by path or as an ``(H, W, 3)`` uint8 RGB array (grey ``(H, W)`` and RGBA are accepted).
+ImageLike = str | os.PathLike | np.ndarray
+
+#: What :func:`save_image` writes, by extension.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF", ".pgm": "PPM", ".ppm": "PPM"}  # fmt: skip
 
 #: Largest image we decode (about 100 megapixels, e.g. 12000 x 8000). Larger files are refused.
 MAX_PIXELS = 100_000_000
@@ -67,3 +78,49 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
         arr = ((arr - lo) / max(hi - lo, 1e-6) * 255.0).astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def as_rgb(image: ImageLike, label: str = "image") -> tuple[np.ndarray, str]:
+    """``(array, label)`` for a path or an array: paths are read with :func:`load_image` (the label is
+    the path), arrays are checked and made ``(H, W, 3)`` uint8 RGB (grey repeated, alpha dropped)."""
+    if not isinstance(image, np.ndarray):
+        return load_image(image), str(image)
+    arr = image
+    if arr.dtype != np.uint8:
+        raise UsageError(f"{label}: image arrays must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
+        raise UsageError(f"{label}: image arrays must be (H, W, 3) RGB, got shape {image.shape}")
+    return np.ascontiguousarray(arr[..., :3]), label
+
+
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The Pillow format :func:`save_image` uses for ``path``'s extension, or a one-line error."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ImageError(
+            f"{path}: unsupported image extension; use one of {', '.join(sorted(IMAGE_FORMATS))}"
+        )
+    return fmt
+
+
+def save_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> Path:
+    """Write an ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` grey) array; the format follows the extension.
+
+    The file is written whole or not at all (temporary file, then rename). The folder must exist:
+    a missing output directory is a one-line :class:`ImageError`, not a silently created tree.
+    """
+    path = Path(path)
+    fmt = image_format(path)
+    if not path.parent.is_dir():
+        raise ImageError(f"{path.parent}: output directory does not exist")
+    arr = np.ascontiguousarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise ImageError(f"{path}: can only write uint8 (H, W[, 3]) images, got {arr.shape} {arr.dtype}")
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    picture = Image.fromarray(arr)
+    try:
+        return atomic_write(path, lambda tmp: picture.save(tmp, format=fmt, **kwargs), suffix=path.suffix)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None

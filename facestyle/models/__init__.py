@@ -1,16 +1,6 @@
-"""Model registry, weight files, and the network definitions (plain ``nn.Module``s)."""
+"""Pretrained models: the registry (:mod:`.registry`), weight files (:mod:`.weights`), the networks
+(plain ``nn.Module``\\ s) and the builders that put them together.
 
-from facestyle.models.registry import MODELS, ModelSpec, WeightFile, get_model, list_models
-from facestyle.models.weights import facestyle_home, import_weights, load_torch_state, weight_path
-
-__all__ = [
-    "MODELS",
-    "ModelSpec",
-    "WeightFile",
-    "facestyle_home",
-    "get_model",
-    "import_weights",
-    "list_models",
-    "load_torch_state",
-    "weight_path",
-]
+Import the submodule you need; this package imports nothing itself, so that reading the registry never
+pulls in torch.
+"""

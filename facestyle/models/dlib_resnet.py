@@ -23,6 +23,7 @@ read from the model file) lives in the module as buffers so callers pass raw 0..
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "anet_spec",
     "chips_to_tensor",
     "load_dlib_resnet",
+    "trunk_features",
     "add_into",
     "zero_extended_add",
 ]
@@ -57,6 +59,15 @@ _LEVELS: tuple[tuple[int, int, bool], ...] = (
     (256, 2, True),  # alevel1
     (256, 0, True),  # alevel0
 )
+
+
+def level_end_blocks() -> list[int]:
+    """Index (into ``DlibResNet.blocks``) of the last block of each resolution level, input first."""
+    ends, i = [], -1
+    for _channels, plain, down in _LEVELS:
+        i += plain + int(down)
+        ends.append(i)
+    return ends
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,14 +196,29 @@ class DlibResNet(nn.Module):
             raise ImageError(
                 f"dlib ResNet expects (N, 3, {CHIP_SIZE}, {CHIP_SIZE}) RGB chips, got {tuple(x.shape)}"
             )
+        x = self.features(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+    def features(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """The convolutional trunk: RGB pixel values 0..255 of any size -> output of block ``upto``.
+
+        ``upto`` indexes :attr:`blocks` (negative counts from the end, as in Python); None runs them
+        all. Block outputs are post-ReLU. This is the one place the trunk is run: the embedding
+        (:meth:`forward`), last-stage fine-tuning, the grid detection head and style transfer all
+        call it, with the input on the network's device.
+        """
+        n = len(self.blocks)
+        last = n - 1 if upto is None else (upto + n if upto < 0 else upto)
+        if not 0 <= last < n:
+            raise IndexError(f"the dlib ResNet has blocks 0..{n - 1}, not {upto}")
         # dlib computes (pixel - mean) / 256 in float32. Scaling by 2**-8 is exact, so
         # pixel * 2**-8 + (-mean * 2**-8) rounds identically, and addcmul does it in one pass.
         x = torch.addcmul(self.mean_rgb * -self.inv_scale, self._match_layout(x), self.inv_scale)
         x = F.relu(self.stem(x), inplace=True)
         x = F.max_pool2d(x, 3, 2)
-        x = self.blocks(x)
-        x = x.mean(dim=(2, 3))
-        return self.fc(x)
+        for block in itertools.islice(self.blocks, last + 1):
+            x = block(x)
+        return x
 
     def _match_layout(self, x: torch.Tensor) -> torch.Tensor:
         """Give the input the weights' memory layout: a mismatch makes every conv reorder its input.
@@ -202,6 +228,20 @@ class DlibResNet(nn.Module):
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             return x.contiguous(memory_format=torch.channels_last)
         return x.contiguous()
+
+
+@torch.inference_mode()
+def trunk_features(net: DlibResNet, images: np.ndarray, upto: int, batch: int = 32) -> torch.Tensor:
+    """:meth:`DlibResNet.features` of ``(N, H, W, 3)`` uint8 RGB images, in batches on the network's
+    device; returns a float32 CPU tensor ``(N, C, h, w)``. Frozen use only (inference mode)."""
+    device = net.stem.weight.device
+    outs = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).to(device)
+        outs.append(net.features(x.permute(0, 3, 1, 2).float(), upto=upto).float().cpu())
+    if not outs:
+        raise ValueError("no images")
+    return torch.cat(outs).contiguous()
 
 
 def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
@@ -301,18 +341,15 @@ def load_dlib_net_into(model: DlibResNet, net: dl.DlibNet) -> DlibResNet:
     return model
 
 
-def load_dlib_resnet(path: str | Path | None = None, channels_last: bool = True) -> DlibResNet:
-    """dlib's face-recognition ResNet with its pretrained weights, in eval mode, on the CPU.
+def load_dlib_resnet(path: str | Path, channels_last: bool = True) -> DlibResNet:
+    """dlib's face-recognition ResNet with the weights of the dlib model file ``path``, in eval mode,
+    on the CPU, frozen.
 
-    ``path`` None means the registry's verified ``dlib_face_recognition_resnet_model_v1.dat``. With
-    ``channels_last`` (the default) the weights are stored NHWC, which oneDNN runs faster on CPU;
-    results are the same to float32 rounding. Raises :class:`~facestyle.errors.WeightsMissingError`
-    or :class:`~facestyle.models.dlib_format.DlibFormatError` (a ChecksumError) for a missing or bad file.
+    The registry's ``dlib-resnet-v1`` entry calls this with its verified file
+    (``facestyle.models.registry.create("dlib-resnet-v1")``). With ``channels_last`` (the default) the
+    weights are stored NHWC, which oneDNN runs faster on CPU; results are the same to float32 rounding.
+    Raises :class:`~facestyle.models.dlib_format.DlibFormatError` (a ChecksumError) for a bad file.
     """
-    if path is None:
-        from facestyle.models.weights import weight_path
-
-        path = weight_path("dlib-resnet-v1")
     net = dl.read_dlib_net(path, anet_spec())
     model = load_dlib_net_into(DlibResNet(), net)
     model.eval().requires_grad_(False)

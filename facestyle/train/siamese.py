@@ -1,9 +1,7 @@
-"""The Siamese pair head of the classic formulation (Koch, Zemel & Salakhutdinov 2015).
+"""Training the Siamese pair head (:class:`facestyle.embed.heads.SiamesePairHead`): its loss and pairs.
 
-``p(same | x1, x2) = sigmoid(sum_k w_k |f(x1)_k - f(x2)_k| + b)``: a learned, per-dimension weighting
-of the absolute embedding difference, trained with binary cross-entropy on labelled pairs. Unlike a
-cosine threshold it can learn that some dimensions matter more for a given population. Its score is a
-probability, so "same" at 0.5 is meaningful, though thresholds are still calibrated like any score.
+The head's score is a probability, so "same" at 0.5 is meaningful, though thresholds are still
+calibrated like any score.
 """
 
 from __future__ import annotations
@@ -11,28 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class SiamesePairHead(nn.Module):
-    """Scores a pair of embeddings; ``forward`` returns logits, :meth:`probability` the sigmoid."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.linear = nn.Linear(dim, 1)
-        # Start as a (negated) scaled L1 distance: a sensible verifier before any training step. On
-        # unit vectors the L1 distance of same-person pairs is small, so -w * |d| + b is high for them.
-        with torch.no_grad():
-            self.linear.weight.fill_(-4.0 / dim**0.5)
-            self.linear.bias.fill_(2.0)
-
-    def config(self) -> dict:
-        return {"dim": self.dim}
-
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        return self.linear((f1 - f2).abs()).squeeze(-1)
-
-    def probability(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.forward(f1, f2))
+from facestyle.embed.heads import SiamesePairHead
 
 
 def pair_bce_loss(

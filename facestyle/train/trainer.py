@@ -1,7 +1,7 @@
 """Train an embedding head (triplet loss) or a Siamese pair head (BCE) on cached backbone features.
 
 The backbone is frozen and its embeddings of every augmented view are computed once
-(:func:`facestyle.train.features.view_features`); an epoch then only runs the small head, so CPU
+(:meth:`facestyle.embed.features.FaceFeatures.views`); an epoch then only runs the small head, so CPU
 training is seconds, not hours. Each step draws a P x K batch of training identities and, per image, one
 of its cached views (the augmentation). After every epoch the head is measured on the held-out
 identities (never seen in training): the mean triplet loss over the held-out set and the LFW-style
@@ -21,17 +21,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from facestyle.embed.heads import EmbeddingHead, SiamesePairHead
+from facestyle.errors import ParameterError
 from facestyle.eval import metrics
 from facestyle.train.data import balanced_pairs
-from facestyle.train.heads import EmbeddingHead
 from facestyle.train.losses import mined_triplet_loss
 from facestyle.train.sampler import PKSampler
-from facestyle.train.siamese import SiamesePairHead, pair_bce_loss, pairs_from_batch
+from facestyle.train.siamese import pair_bce_loss, pairs_from_batch
 
 
 @dataclass
-class TrainOptions:
-    """Everything that defines a run; stored verbatim in the checkpoint."""
+class EmbeddingHeadOptions:
+    """Everything that defines a run of :func:`fit_embedding_head`; stored verbatim in the checkpoint."""
 
     loss: str = "triplet"  # "triplet" | "siamese"
     mining: str = "batch-hard"  # "batch-hard" | "semi-hard"
@@ -53,17 +54,25 @@ class TrainOptions:
     tap: str = ""
 
     def validate(self) -> None:
-        from facestyle.errors import UsageError
-
+        """A one-line :class:`ParameterError` for the first option out of range."""
         if self.loss not in ("triplet", "siamese"):
-            raise UsageError(f"--loss must be triplet or siamese, not {self.loss!r}")
+            raise ParameterError("{loss} is not a loss; use triplet or siamese", loss=self.loss)
         if self.mining not in ("batch-hard", "semi-hard"):
-            raise UsageError(f"--mining must be batch-hard or semi-hard, not {self.mining!r}")
+            raise ParameterError(
+                "{mining} is not a mining rule; use batch-hard or semi-hard", mining=self.mining
+            )
         for name in ("epochs", "p", "k", "views"):
-            if getattr(self, name) < (2 if name in ("p", "k") else 1):
-                raise UsageError(f"--{name} is too small: {getattr(self, name)}")
-        if not (0 < self.val_fraction < 1) or self.lr <= 0 or self.margin < 0:
-            raise UsageError("need 0 < --val-fraction < 1, --lr > 0 and --margin >= 0")
+            least = 2 if name in ("p", "k") else 1
+            if getattr(self, name) < least:
+                raise ParameterError(
+                    f"{{{name}}} is too small (at least {least})", **{name: getattr(self, name)}
+                )
+        if not 0 < self.val_fraction < 1:
+            raise ParameterError("{val_fraction} must be between 0 and 1", val_fraction=self.val_fraction)
+        if not self.lr > 0:
+            raise ParameterError("{lr} must be positive", lr=self.lr)
+        if not self.margin >= 0:
+            raise ParameterError("{margin} must be at least 0", margin=self.margin)
 
 
 @dataclass
@@ -79,14 +88,16 @@ class EpochRecord:
 
 
 @dataclass
-class TrainResult:
+class EmbeddingHeadResult:
+    """A trained head (its best held-out epoch's weights) and the per-epoch record."""
+
     head: EmbeddingHead
     pair_head: SiamesePairHead | None
     history: list[EpochRecord]
     best_epoch: int
     samples_per_second: float
     stopped_early: bool
-    options: TrainOptions
+    options: EmbeddingHeadOptions
     extra: dict = field(default_factory=dict)
 
     @property
@@ -118,7 +129,7 @@ def evaluate_head(
     feats: torch.Tensor,
     labels: torch.Tensor,
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    opts: TrainOptions,
+    opts: EmbeddingHeadOptions,
 ) -> tuple[float, float, float, float, float]:
     """(held-out triplet loss, 10-fold accuracy, its std, AUC, best threshold) of the current heads."""
     head.eval()
@@ -136,15 +147,15 @@ def evaluate_head(
     return loss, kf.mean, kf.std, auc, thr
 
 
-def train_head(
+def fit_embedding_head(
     train_feats: np.ndarray,
     train_labels: np.ndarray,
     val_feats: np.ndarray,
     val_labels: np.ndarray,
-    opts: TrainOptions,
+    opts: EmbeddingHeadOptions,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     init_weight: np.ndarray | None = None,
-) -> TrainResult:
+) -> EmbeddingHeadResult:
     """Train on (N, V, D) cached views; validate on (M, D) unaugmented held-out embeddings.
 
     ``init_weight`` (out, in) starts a single-layer head from a backbone layer's weights (with
@@ -237,7 +248,7 @@ def train_head(
     if pair_head is not None:
         pair_head.load_state_dict(best_state[1])
         pair_head.eval()
-    return TrainResult(
+    return EmbeddingHeadResult(
         head=head,
         pair_head=pair_head,
         history=history,

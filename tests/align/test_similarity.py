@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestyle.align import DLIB_150, apply_transform, invert_transform, similarity_transform
+from facestyle.align.similarity import apply_transform, invert_transform, similarity_transform
+from facestyle.align.templates import DLIB_150
 
 
 def _matrix(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Aligned crops: a chip per face, the landmarks land on the template, files are written."""
+"""Aligned chips: a chip per face, the landmarks land on the template, files are written."""
 
 from __future__ import annotations
 
@@ -6,19 +6,25 @@ from pathlib import Path
 
 import numpy as np
 
-from facestyle.align import DLIB_150, apply_transform, similarity_transform
-from facestyle.detect.base import DetectedFace
-from facestyle.detect.crop import aligned_chips, save_aligned_crops
+from facestyle.align.similarity import apply_transform, similarity_transform
+from facestyle.align.templates import DLIB_150
+from facestyle.align.warp import align_face
+from facestyle.api import save_face_chips
+from facestyle.detect.faces import Face
 from facestyle.io.images import load_image
 
 
-def _synthetic_face() -> tuple[np.ndarray, DetectedFace]:
+def aligned_chips(image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+    return [align_face(image, f.landmarks, DLIB_150, 150) for f in faces]
+
+
+def _synthetic_face() -> tuple[np.ndarray, Face]:
     """A 200x200 image with five coloured dots where the landmarks are."""
     image = np.zeros((200, 200, 3), np.uint8)
     landmarks = np.array([[70, 80], [130, 80], [100, 110], [75, 140], [125, 140]], np.float32)
     for x, y in landmarks.astype(int):
         image[y - 2 : y + 3, x - 2 : x + 3] = 255
-    return image, DetectedFace(np.array([40, 40, 160, 170], np.float32), 0.99, landmarks)
+    return image, Face(np.array([40, 40, 160, 170], np.float32), 0.99, landmarks)
 
 
 def test_chip_puts_landmarks_on_template() -> None:
@@ -35,22 +41,22 @@ def test_chip_puts_landmarks_on_template() -> None:
     assert chip.mean() < 40
 
 
-def test_save_aligned_crops_writes_one_file_per_face(tmp_path: Path) -> None:
+def test_save_face_chips_writes_one_file_per_face(tmp_path: Path) -> None:
     image, face = _synthetic_face()
-    second = DetectedFace(face.box, 0.5, face.landmarks + 5)
-    paths = save_aligned_crops(image, [face, second], tmp_path / "crops", stem="photo")
+    second = Face(face.box, 0.5, face.landmarks + 5)
+    paths = save_face_chips(image, [face, second], tmp_path / "crops", stem="photo")
     assert [p.name for p in paths] == ["photo_0.png", "photo_1.png"]
     back = load_image(paths[0])
     np.testing.assert_array_equal(back, aligned_chips(image, [face])[0])
 
 
 def test_box_only_faces_are_cropped_from_estimated_landmarks(tmp_path: Path, lfw_dir: Path) -> None:
-    from facestyle.detect.haar import HaarDetector
+    from facestyle.models.registry import detector
 
     image = load_image(lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
-    faces = HaarDetector().detect(image)
+    faces = detector("haar").detect(image)
     assert faces and faces[0].landmarks is None
-    paths = save_aligned_crops(image, faces[:1], tmp_path, stem="aaron")
+    paths = save_face_chips(image, faces[:1], tmp_path, stem="aaron")
     chip = load_image(paths[0])
     assert chip.shape == (150, 150, 3)
     assert chip.std() > 20  # a real face, not an empty warp

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facestyle.detect import get_detector
+from facestyle.models.registry import detector as make_detector
 from facestyle.detect.boxes import iou_matrix
 from facestyle.io.images import load_image
 
@@ -25,7 +25,7 @@ EYE_BOXES = {
 
 @pytest.fixture(scope="module")
 def detectors() -> dict:
-    return {name: get_detector(name) for name in ("mtcnn", "haar")}
+    return {name: make_detector(name) for name in ("mtcnn", "haar")}
 
 
 def _best_ious(found, expected) -> np.ndarray:
@@ -83,26 +83,28 @@ def test_detect_batch_matches_detect(detectors: dict, lfw_dir: Path) -> None:
 
 
 def test_haar_refine_hook_receives_faces(lfw_dir: Path) -> None:
-    from facestyle.detect.base import DetectedFace
+    from facestyle.detect.faces import Face
     from facestyle.detect.haar import HaarDetector
+    from facestyle.models.registry import HAAR
+    from facestyle.models.weights import weight_path
 
     seen = []
 
-    def refine(image: np.ndarray, faces: list[DetectedFace]) -> list[DetectedFace]:
+    def refine(image: np.ndarray, faces: list[Face]) -> list[Face]:
         seen.append(len(faces))
-        return [DetectedFace(f.box, f.score, np.zeros((5, 2), np.float32)) for f in faces]
+        return [Face(f.box, f.score, np.zeros((5, 2), np.float32)) for f in faces]
 
     image = load_image(lfw_dir / "images" / "Al_Gore/Al_Gore_0003.jpg")
-    faces = HaarDetector(refine=refine).detect(image)
+    faces = HaarDetector(weight_path(HAAR), refine=refine).detect(image)
     assert seen == [len(faces)] and faces and all(f.landmarks is not None for f in faces)
 
 
 def test_haar_rejects_bad_arrays() -> None:
-    from facestyle.detect.haar import HaarDetector
     from facestyle.errors import ImageError
 
+    haar = make_detector("haar")
     with pytest.raises(ImageError):
-        HaarDetector().detect(np.zeros((50, 50, 4), np.uint8))
+        haar.detect(np.zeros((50, 50, 4), np.uint8))
     with pytest.raises(ImageError):
-        HaarDetector().detect(np.zeros((50, 50, 3), np.float32))
-    assert HaarDetector().detect(np.zeros((10, 10, 3), np.uint8)) == []
+        haar.detect(np.zeros((50, 50, 3), np.float32))
+    assert haar.detect(np.zeros((10, 10, 3), np.uint8)) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestyle.detect import get_detector
+from facestyle.models.registry import detector as make_detector
 from facestyle.io.images import load_image
 
 
@@ -19,7 +19,7 @@ def _iou(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def mtcnn():
-    return get_detector("mtcnn")
+    return make_detector("mtcnn")
 
 
 # Boxes checked by eye on the images (x1, y1, x2, y2): forehead to chin, ear to ear.
@@ -59,8 +59,10 @@ def test_faceless_images_in_a_batch_do_not_crash(mtcnn, lfw_dir):
 def test_unknown_detector_is_a_usage_error():
     from facestyle.errors import UsageError
 
-    with pytest.raises(UsageError, match="unknown detector"):
-        get_detector("yolo9000")
+    with pytest.raises(UsageError, match="unknown model 'yolo9000'"):
+        make_detector("yolo9000")
+    with pytest.raises(UsageError, match="not a detector"):
+        make_detector("dlib-resnet-v1")
 
 
 def test_large_photo_is_searched_downscaled_and_mapped_back(mtcnn, lfw_dir):

@@ -34,16 +34,11 @@ def test_pyramid_and_box_helpers_hand_computed() -> None:
 
 @pytest.fixture(scope="module")
 def nets():
-    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    """Our own P/R/O-Net modules with the registry's verified weights (what the product runs)."""
+    from facestyle.models.builders import mtcnn_nets
+    from facestyle.models.registry import MTCNN
 
-    from facestyle.models.weights import load_torch_state
-
-    built = []
-    for cls, filename in ((PNet, "pnet.pt"), (RNet, "rnet.pt"), (ONet, "onet.pt")):
-        net = cls(pretrained=False)
-        net.load_state_dict(load_torch_state("mtcnn", filename))
-        built.append(net.eval())
-    return built
+    return mtcnn_nets(MTCNN, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +69,10 @@ def test_matches_facenet_pytorch_mtcnn(nets, reference, lfw_dir: Path, relpath: 
 
 
 def test_haar_with_onet_refiner_gives_mtcnn_like_landmarks(lfw_dir: Path) -> None:
-    from facestyle.detect.haar import HaarDetector, onet_refiner
-    from facestyle.detect.mtcnn import MTCNNDetector
+    from facestyle.models.registry import detector
 
-    det = HaarDetector(refine=onet_refiner())
-    mtcnn = MTCNNDetector()
+    det = detector("haar", landmarks=True)
+    mtcnn = detector("mtcnn")
     errors = []
     for relpath in IMAGES[:3]:
         image = load_image(lfw_dir / "images" / relpath)

@@ -12,7 +12,7 @@ import pytest
 
 from facestyle.api import FacePipeline
 from facestyle.io.images import load_image
-from facestyle.models.weights import weight_path
+from facestyle.models.registry import path_of
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the parity reference (a dev dependency)")
 
@@ -26,8 +26,8 @@ def pipe() -> FacePipeline:
 def dlib_models():
     return (
         dlib.get_frontal_face_detector(),
-        dlib.shape_predictor(str(weight_path("dlib-shape-predictor-5"))),
-        dlib.face_recognition_model_v1(str(weight_path("dlib-resnet-v1"))),
+        dlib.shape_predictor(str(path_of("dlib-shape-predictor-5"))),
+        dlib.face_recognition_model_v1(str(path_of("dlib-resnet-v1"))),
     )
 
 

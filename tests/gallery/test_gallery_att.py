@@ -204,10 +204,10 @@ def test_cli_one_shot_enroll_verify_identify(att_dir: Path, att_embedded, tmp_pa
 
 def _weights_present(model: str) -> bool:
     from facestyle.errors import FacestyleError
-    from facestyle.models.weights import weight_path
+    from facestyle.models.registry import path_of
 
     try:
-        weight_path(model)
+        path_of(model)
     except FacestyleError:
         return False
     return True

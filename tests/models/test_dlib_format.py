@@ -12,7 +12,7 @@ import pytest
 from facestyle.errors import ChecksumError, FacestyleError
 from facestyle.models import dlib_format as dl
 from facestyle.models.dlib_resnet import anet_spec, load_dlib_resnet
-from facestyle.models.weights import weight_path
+from facestyle.models.registry import path_of
 
 # ---------------------------------------------------------------------------------------------------
 # A minimal encoder for building test files by hand (the inverse of the reader, written from dlib's
@@ -214,7 +214,7 @@ def test_wrong_hyper_parameter_is_rejected() -> None:
 
 @pytest.fixture(scope="module")
 def model_path():
-    return weight_path("dlib-resnet-v1")
+    return path_of("dlib-resnet-v1")
 
 
 def test_real_model_file_parses_completely(model_path) -> None:

@@ -16,7 +16,7 @@ from facestyle.models.dlib_resnet import (
     load_dlib_resnet,
     zero_extended_add,
 )
-from facestyle.models.weights import weight_path
+from facestyle.models.registry import path_of
 
 dlib = pytest.importorskip("dlib", reason="dlib (dev extra dlib-bin) is the parity reference")
 
@@ -50,7 +50,7 @@ def _image_paths(shared_data: Path) -> list[Path]:
 def chips(shared_data: Path) -> np.ndarray:
     """150x150 aligned chips made the way dlib's own pipeline makes them (HOG detector + 5 points)."""
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(weight_path("dlib-shape-predictor-5")))
+    predictor = dlib.shape_predictor(str(path_of("dlib-shape-predictor-5")))
     out = []
     for path in _image_paths(shared_data):
         img = load_image(path)
@@ -65,13 +65,13 @@ def chips(shared_data: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def dlib_descriptors(chips: np.ndarray) -> np.ndarray:
-    model = dlib.face_recognition_model_v1(str(weight_path("dlib-resnet-v1")))
+    model = dlib.face_recognition_model_v1(str(path_of("dlib-resnet-v1")))
     return np.array([np.asarray(model.compute_face_descriptor(chip)) for chip in chips], np.float64)
 
 
 @pytest.fixture(scope="module")
 def model() -> DlibResNet:
-    return load_dlib_resnet()
+    return load_dlib_resnet(path_of("dlib-resnet-v1"))
 
 
 def test_matches_dlib_descriptors_on_real_chips(model, chips, dlib_descriptors) -> None:
@@ -84,7 +84,7 @@ def test_matches_dlib_descriptors_on_real_chips(model, chips, dlib_descriptors) 
 
 
 def test_single_chip_channels_first_matches_dlib(chips, dlib_descriptors) -> None:
-    plain = load_dlib_resnet(channels_last=False)
+    plain = load_dlib_resnet(path_of("dlib-resnet-v1"), channels_last=False)
     with torch.inference_mode():
         one = plain(chips_to_tensor(chips[0])).double().numpy()[0]
     np.testing.assert_allclose(one, dlib_descriptors[0], atol=1e-4, rtol=0)
@@ -102,7 +102,7 @@ def test_input_memory_layout_does_not_change_the_result(model, chips) -> None:
 def test_same_person_closer_than_different_people(model, shared_data) -> None:
     """A sanity check of meaning, not just of numbers: dlib's 0.6 distance threshold separates these."""
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(weight_path("dlib-shape-predictor-5")))
+    predictor = dlib.shape_predictor(str(path_of("dlib-shape-predictor-5")))
     att = shared_data / "faces" / "att"
 
     def chip(path: Path) -> np.ndarray:

@@ -13,26 +13,27 @@ import torch
 
 from facestyle.errors import ChecksumError, WeightsMissingError
 from facestyle.models import registry
-from facestyle.models.weights import import_weights, load_torch_state, models_dir, weight_path
+from facestyle.models.registry import get_model, path_of
+from facestyle.models.weights import import_weights, load_torch_state, models_dir
 
 
 def test_package_weights_found_without_importing_the_package():
     sys.modules.pop("face_recognition_models", None)
-    path = weight_path("dlib-resnet-v1")
+    path = path_of("dlib-resnet-v1")
     assert path.name == "dlib_face_recognition_resnet_model_v1.dat" and path.is_file()
     # find_spec only: the package's __init__ (which needs pkg_resources) never ran
     assert "face_recognition_models" not in sys.modules
 
 
 def test_mtcnn_state_dicts_load_weights_only():
-    state = load_torch_state("mtcnn", "onet.pt")
+    state = load_torch_state(get_model("mtcnn"), "onet.pt")
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert any(k.startswith("conv1") for k in state)
 
 
 def test_missing_download_names_file_and_command():
     with pytest.raises(WeightsMissingError) as info:
-        weight_path("vgg19-imagenet")
+        path_of("vgg19-imagenet")
     message = str(info.value)
     assert "vgg19-dcbb9e9d.pth" in message and "facestyle models import vgg19-imagenet" in message
     assert "\n" not in message
@@ -42,7 +43,7 @@ def test_import_rejects_wrong_checksum(tmp_path):
     bogus = tmp_path / "vgg19-dcbb9e9d.pth"
     bogus.write_bytes(b"not the weights")
     with pytest.raises(ChecksumError, match="matches no file"):
-        import_weights("vgg19-imagenet", bogus)
+        import_weights(get_model("vgg19-imagenet"), bogus)
     assert not (models_dir() / "vgg19-dcbb9e9d.pth").exists()
 
 
@@ -64,12 +65,13 @@ def facenet_file(tmp_path, monkeypatch):
 
 
 def test_facenet_import_then_embed(facenet_file):
-    from facestyle.embed.embedder import _CACHE, load_embedder
+    from facestyle.embed.embedder import _CACHE
+    from facestyle.embed.loader import load_embedder
 
     path, reference = facenet_file
     with pytest.raises(WeightsMissingError):
         load_embedder("facenet-vggface2")
-    target = import_weights("facenet-vggface2", path)
+    target = import_weights(get_model("facenet-vggface2"), path)
     assert target.parent == models_dir() and target.stat().st_size == path.stat().st_size
     _CACHE.clear()
     embedder = load_embedder("facenet-vggface2")
@@ -86,9 +88,9 @@ def test_facenet_import_then_embed(facenet_file):
 
 def test_corrupted_cache_file_is_refused(facenet_file):
     path, _ = facenet_file
-    target = import_weights("facenet-vggface2", path)
+    target = import_weights(get_model("facenet-vggface2"), path)
     with open(target, "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00" * 16)
     with pytest.raises(ChecksumError, match="does not match"):
-        weight_path("facenet-vggface2")
+        path_of("facenet-vggface2")

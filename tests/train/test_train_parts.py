@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from facestyle.errors import UsageError
-from facestyle.train.checkpoint import read_checkpoint, save_checkpoint
+from facestyle.embed.checkpoint import read_checkpoint, save_checkpoint
 from facestyle.train.data import balanced_pairs, split_by_identity
-from facestyle.train.heads import EmbeddingHead
+from facestyle.embed.heads import EmbeddingHead
 from facestyle.train.sampler import PKSampler
-from facestyle.train.siamese import SiamesePairHead, pair_bce_loss, pairs_from_batch
+from facestyle.embed.heads import SiamesePairHead
+from facestyle.train.siamese import pair_bce_loss, pairs_from_batch
 
 
 def test_pk_sampler_batches_have_p_identities_times_k_images():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestyle.train.trainer import TrainOptions, train_head
+from facestyle.train.trainer import EmbeddingHeadOptions, fit_embedding_head
 
 
 def _features(n_ids: int, per_id: int, views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,8 +29,8 @@ def _features(n_ids: int, per_id: int, views: int, seed: int) -> tuple[np.ndarra
 def test_training_learns_to_ignore_the_nuisance_subspace(loss):
     x_tr, y_tr = _features(40, 6, 2, seed=0)
     x_va, y_va = _features(12, 6, 1, seed=1)
-    opts = TrainOptions(loss=loss, epochs=30, patience=30, lr=1e-2, p=8, k=4, seed=0)
-    result = train_head(x_tr, y_tr, x_va[:, 0], y_va, opts)
+    opts = EmbeddingHeadOptions(loss=loss, epochs=30, patience=30, lr=1e-2, p=8, k=4, seed=0)
+    result = fit_embedding_head(x_tr, y_tr, x_va[:, 0], y_va, opts)
     before, best = result.before, result.best
     assert before.val_accuracy < 0.8
     assert best.val_accuracy > before.val_accuracy + 0.1
@@ -44,7 +44,7 @@ def test_training_learns_to_ignore_the_nuisance_subspace(loss):
 def test_early_stopping_keeps_the_best_epoch():
     x_tr, y_tr = _features(40, 6, 2, seed=0)
     x_va, y_va = _features(12, 6, 1, seed=1)
-    result = train_head(x_tr, y_tr, x_va[:, 0], y_va, TrainOptions(epochs=60, patience=2, lr=1e-2, seed=0))
+    result = fit_embedding_head(x_tr, y_tr, x_va[:, 0], y_va, EmbeddingHeadOptions(epochs=60, patience=2, lr=1e-2, seed=0))
     accs = [h.val_accuracy for h in result.history]
     assert result.best.val_accuracy == max(accs)
     if result.stopped_early:

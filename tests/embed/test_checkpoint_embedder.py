@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from facestyle.errors import UsageError
-from facestyle.train.checkpoint import save_checkpoint
-from facestyle.train.features import embed_tapped, tap_layer
-from facestyle.train.heads import EmbeddingHead
+from facestyle.embed.checkpoint import save_checkpoint
+from facestyle.embed.embedder import embed_tapped, tap_layer
+from facestyle.embed.heads import EmbeddingHead
 
 
 @pytest.fixture(scope="module")
 def base():
-    from facestyle.embed.embedder import load_embedder
+    from facestyle.embed.loader import load_embedder
 
     return load_embedder("dlib-resnet-v1")
 
@@ -43,7 +43,7 @@ def test_tapped_fc_inputs_reproduce_the_embedding(base, chips):
 
 
 def test_untrained_checkpoints_equal_the_base_model(base, chips, tmp_path: Path):
-    from facestyle.train.checkpoint import load_checkpoint_embedder
+    from facestyle.embed.checkpoint import load_checkpoint_embedder
 
     want = base.embed_chips(chips)
     # identity head on the embedding

@@ -6,13 +6,14 @@ records what is needed to rebuild and to trust the model: the base embedder it s
 weights are found and checksummed by the registry, not copied here), the head's shape, the training
 options, the metrics before and after, and the threshold measured on held-out identities.
 
-A checkpoint is a first-class embedder: :func:`load_checkpoint_embedder` returns an object with the
-:class:`~facestyle.embed.embedder.Embedder` interface, so ``embed``, ``compare``, ``enroll`` and ``eval``
-accept ``--checkpoint model.pt`` (or a ``.pt`` path as the model name) unchanged.
+A checkpoint is a first-class embedder: :func:`load_checkpoint_embedder` returns an
+:class:`~facestyle.embed.embedder.Embedder`, so ``embed``, ``compare``, ``enroll`` and ``eval`` accept
+``--checkpoint model.pt`` (or a ``.pt`` path as the model name) unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from facestyle.device import resolve_device
+from facestyle.embed.embedder import NetworkEmbedder, cosine_rows, embed_tapped, load_network_embedder
+from facestyle.embed.heads import EmbeddingHead, SiamesePairHead
 from facestyle.errors import UsageError
-from facestyle.io.files import atomic_write, load_tensor_file
-from facestyle.train.heads import EmbeddingHead
-from facestyle.train.siamese import SiamesePairHead
+from facestyle.io.files import load_tensor_file, save_tensor_file
 
 FORMAT = "facestyle-head-checkpoint"
 VERSION = 1
@@ -68,7 +70,7 @@ def save_checkpoint(
         if pair_head
         else {},
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return save_tensor_file(path, payload)
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -97,13 +99,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(meta, head, pair_head)
 
 
-def is_checkpoint_path(name: str) -> bool:
+def is_checkpoint_path(name: str | Path) -> bool:
     """True when a model name means a checkpoint file (``*.pt``/``*.pth``, or an existing file)."""
-    return name.endswith((".pt", ".pth")) or Path(name).is_file()
+    return str(name).endswith((".pt", ".pth")) or Path(name).is_file()
 
 
 class CheckpointEmbedder:
-    """The base embedder followed by the trained head: same interface as ``Embedder``.
+    """The base embedder followed by the trained head: an :class:`~facestyle.embed.embedder.Embedder`.
 
     Detection and alignment are the base model's (the head was trained on its chips). When the
     checkpoint has a Siamese pair head, :meth:`score_pairs` returns its probability instead of the
@@ -111,7 +113,7 @@ class CheckpointEmbedder:
     """
 
     def __init__(
-        self, checkpoint: Checkpoint, base: Any, path: Path, device: torch.device | None = None
+        self, checkpoint: Checkpoint, base: NetworkEmbedder, path: Path, device: torch.device | None = None
     ) -> None:
         self.checkpoint = checkpoint
         self.base = base
@@ -120,14 +122,15 @@ class CheckpointEmbedder:
         self.base_name = checkpoint.base_model
         self.input_size = base.input_size
         self.embedding_size = checkpoint.head.out_dim
-        self.module = base.module
+        self.module = base.module  # the frozen base network (its final layer may be the tapped one)
+        self.template = base.template
         self.device = device or torch.device("cpu")
         self.head = checkpoint.head.to(self.device)
         self.pair_head = checkpoint.pair_head.to(self.device) if checkpoint.pair_head is not None else None
         thr = checkpoint.meta.get("threshold")
         self.default_threshold = float(thr) if thr is not None else base.default_threshold
         # Galleries compare versions to refuse mixing embeddings of different models: a head changes them.
-        self.version = f"{getattr(base, 'version', base.name)}+head:{_file_digest(path)[:12]}"
+        self.version = f"{base.version}+head:{_file_digest(path)[:12]}"
         self.score_kind = "siamese-probability" if self.pair_head is not None else "cosine"
 
     def align(self, image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -142,8 +145,6 @@ class CheckpointEmbedder:
         return self.head(x).cpu().numpy().astype(np.float32)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        from facestyle.train.features import embed_tapped
-
         # With a tapped layer the head replaces the backbone's last layer and takes that layer's input.
         return self.embed_features(embed_tapped(self.base, chips, self.checkpoint.meta.get("tap")))
 
@@ -152,41 +153,24 @@ class CheckpointEmbedder:
         """Similarity of row-aligned embeddings: pair-head probability, or cosine without one."""
         a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if self.pair_head is None:
-            return np.sum(a32 * b32, axis=1)
+            return cosine_rows(a32, b32)
         ta, tb = (torch.as_tensor(v, device=self.device) for v in (a32, b32))
         return self.pair_head.probability(ta, tb).cpu().numpy().astype(np.float32)
 
-    def __getattr__(self, item: str) -> Any:
-        # Anything else the base Embedder offers (batch size, transforms...) is the base's.
-        if item in ("base", "checkpoint"):
-            raise AttributeError(item)
-        return getattr(self.base, item)
-
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return "unknown"
 
 
-def load_checkpoint_embedder(path: str | Path, device: Any = None) -> CheckpointEmbedder:
-    """Open a checkpoint as an embedder (the hook ``load_embedder`` dispatches ``.pt`` paths to)."""
-    from facestyle.device import default_device
-    from facestyle.embed.embedder import load_embedder
-
+def load_checkpoint_embedder(
+    path: str | Path, device: str | torch.device | None = None
+) -> CheckpointEmbedder:
+    """Open a checkpoint as an embedder on its registered base model."""
     path = Path(path).expanduser().resolve()
     ckpt = read_checkpoint(path)
-    dev = default_device(device) if not isinstance(device, torch.device) else device
-    base = load_embedder(ckpt.base_model, device=dev)
+    dev = resolve_device(device)
+    base = load_network_embedder(ckpt.base_model, device=dev)
     return CheckpointEmbedder(ckpt, base, path, dev)
-
-
-def score_pairs(embedder: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pair similarity for any embedder: its own ``score_pairs`` if it has one, else cosine."""
-    fn = getattr(embedder, "score_pairs", None)
-    if fn is not None:
-        return np.asarray(fn(a, b), dtype=np.float64)
-    return np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=1)

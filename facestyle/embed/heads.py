@@ -1,5 +1,9 @@
-"""The trainable embedding head that sits on the (frozen) backbone's embedding.
+"""The small trained heads a checkpoint puts on a frozen embedder: an embedding head and a pair head.
 
+They live with the embedders because a checkpoint *is* an embedder (:mod:`facestyle.embed.checkpoint`);
+training them is :mod:`facestyle.train`'s job.
+
+The embedding head sits on the (frozen) backbone's embedding.
 A pretrained face embedder is already good; fine-tuning should start from it, not from scratch. With
 ``init="identity"`` (square head, the default) the head begins as the identity map, so the model before
 the first step *is* the base model and every change training makes is measured against it. The output
@@ -41,3 +45,32 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.net(x), dim=1)
+
+
+class SiamesePairHead(nn.Module):
+    """The Siamese pair head of the classic formulation (Koch, Zemel & Salakhutdinov 2015).
+
+    ``p(same | x1, x2) = sigmoid(sum_k w_k |f(x1)_k - f(x2)_k| + b)``: a learned, per-dimension weighting
+    of the absolute embedding difference, trained with binary cross-entropy on labelled pairs
+    (:mod:`facestyle.train.siamese`). Unlike a cosine threshold it can learn that some dimensions matter
+    more for a given population. ``forward`` returns logits, :meth:`probability` the sigmoid.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, 1)
+        # Start as a (negated) scaled L1 distance: a sensible verifier before any training step. On
+        # unit vectors the L1 distance of same-person pairs is small, so -w * |d| + b is high for them.
+        with torch.no_grad():
+            self.linear.weight.fill_(-4.0 / dim**0.5)
+            self.linear.bias.fill_(2.0)
+
+    def config(self) -> dict:
+        return {"dim": self.dim}
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        return self.linear((f1 - f2).abs()).squeeze(-1)
+
+    def probability(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward(f1, f2))

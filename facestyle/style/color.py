@@ -1,4 +1,4 @@
-"""Colour preservation by luminance transfer (Gatys et al. 2016, "Preserving color in neural artistic
+"""Color preservation by luminance transfer (Gatys et al. 2016, "Preserving color in neural artistic
 style transfer"; jcjohnson/neural-style's ``-original_colors 1``).
 
 Style transfer repaints colours along with texture. To keep the photo's colours, take the *luminance*
@@ -31,7 +31,7 @@ def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
     return np.asarray(yuv, dtype=np.float64) @ YUV_TO_RGB.T
 
 
-def preserve_colours(stylised: np.ndarray, content: np.ndarray) -> np.ndarray:
+def preserve_colors(stylised: np.ndarray, content: np.ndarray) -> np.ndarray:
     """Luminance of ``stylised`` with the chroma of ``content`` (both ``(H, W, 3)`` uint8, same size)."""
     if stylised.shape != content.shape:
         raise ValueError(f"shape mismatch: stylised {stylised.shape} vs content {content.shape}")

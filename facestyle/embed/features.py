@@ -1,0 +1,476 @@
+"""The feature service: image files -> chosen face -> embedding (or whole image -> backbone features).
+
+Training, evaluation, calibration, classification heads and the CLI's embedding matrix all need "one
+vector per file", computed once and reused. This module is the one place that does it:
+
+* :class:`FaceFeatures`: detect (the detector of your choice), pick one face per photo
+  (:data:`~facestyle.detect.faces.FaceChoice`: ``largest`` or ``central``), align it to the embedder's
+  chip and embed it; or, for training, embed several augmented views of that chip.
+* :class:`ImageFeatures`: a whole image through a registered backbone, pooled at one tap (for
+  classifying things that are not faces).
+
+Both return a :class:`FeatureTable`: one row per file, in order. A file that fails keeps its row, filled
+with NaN (so using it by mistake poisons every result instead of passing as a zero vector), and says
+why in ``status`` (``ok``, ``no_face`` or ``error``) and ``errors``.
+
+Caching: each file's result is stored under ``$FACESTYLE_HOME/cache/features``, keyed by the file
+(absolute path, size, mtime: :func:`facestyle.io.files.file_key`) and by everything that changes the
+numbers: the model and its weights version, the detector, the face choice and the no-face policy
+(plus, for training views, their number, seed, augmentation and layer). The chosen face's landmarks
+are stored too, so augmented views of a photo never run detection again. Files that could not be read
+are not cached. Cache files are written atomically and merged with what another process may have
+written meanwhile; a corrupt cache file is only a cache, and is recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from facestyle.align.landmarks import landmarks_of
+from facestyle.detect.faces import Detector, Face, FaceChoice, choose_face
+from facestyle.embed.embedder import Embedder, embed_tapped
+from facestyle.errors import FacestyleError, ImageError, ParameterError
+from facestyle.io.files import atomic_write, file_key
+from facestyle.io.images import load_image
+from facestyle.io.progress import Progress, no_progress
+
+#: What to do with a photo in which the detector finds no face: leave it out, or treat the whole image
+#: as the face box (right for data sets of tight face crops, where detectors miss faces that fill the
+#: frame).
+NoFacePolicy = Literal["skip", "whole"]
+NO_FACE_POLICIES = ("skip", "whole")
+
+Status = Literal["ok", "no_face", "error"]
+
+
+def cache_root() -> Path:
+    """``$FACESTYLE_HOME/cache/features``."""
+    from facestyle.models.weights import facestyle_home
+
+    return facestyle_home() / "cache" / "features"
+
+
+@dataclass
+class FeatureTable:
+    """One row per input file, in order; failed rows are NaN and say why."""
+
+    paths: list[Path]
+    values: np.ndarray  # (N, D) float32, or (N, V, D) for training views
+    status: list[str]  # "ok" | "no_face" | "error"
+    errors: list[str | None]  # the error message of "error" rows
+    boxes: np.ndarray  # (N, 4) the chosen face's box (NaN without one; the whole image for images)
+    computed: int = 0  # files that went through the network (the others came from the cache)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(N,) bool: the rows that hold a real vector."""
+        return np.array([s == "ok" for s in self.status], dtype=bool)
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[-1])
+
+    def reason(self, i: int) -> str:
+        """Why row ``i`` failed: ``no_face`` or the error message."""
+        return self.errors[i] or self.status[i]
+
+
+# ------------------------------------------------------------------------------------------ cache store
+
+
+@dataclass
+class _Entry:
+    status: str
+    box: np.ndarray  # (4,)
+    landmarks: np.ndarray  # (5, 2)
+    value: np.ndarray | None  # (D,) or (V, D)
+
+
+class _Store:
+    """Per-file entries of one cache key, in memory and in one ``.npz`` file (no pickles)."""
+
+    def __init__(self, key: str, enabled: bool) -> None:
+        self.key = key
+        self.enabled = enabled
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        self.path = cache_root() / f"{digest}.npz"
+        self.entries: dict[str, _Entry] = self._read() if enabled else {}
+        self.dirty = False
+
+    def _read(self) -> dict[str, _Entry]:
+        if not self.path.is_file():
+            return {}
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                if str(z["key"]) != self.key:
+                    return {}
+                files, status, boxes, marks = z["files"], z["status"], z["boxes"], z["landmarks"]
+                values = z["values"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        return {
+            str(f): _Entry(str(s), b, m, v if s == "ok" else None)
+            for f, s, b, m, v in zip(files, status, boxes, marks, values, strict=True)
+        }
+
+    def get(self, fkey: str) -> _Entry | None:
+        return self.entries.get(fkey)
+
+    def put(self, fkey: str, entry: _Entry) -> None:
+        self.entries[fkey] = entry
+        self.dirty = self.enabled
+
+    def save(self) -> None:
+        """Merge with the file as it is now (another process may have added to it) and write it."""
+        if not self.dirty:
+            return
+        merged = {**self._read(), **self.entries}
+        shapes = {e.value.shape for e in merged.values() if e.value is not None}
+        if len(shapes) != 1:  # nothing computed, or entries of another shape: keep only ours
+            merged = self.entries
+            shapes = {e.value.shape for e in merged.values() if e.value is not None} or {(0,)}
+        shape = shapes.pop()
+        files = list(merged)
+        values = np.stack(
+            [e.value if e.value is not None else np.full(shape, np.nan, np.float32) for e in merged.values()]
+        ).astype(np.float32)
+        arrays = {
+            "key": np.array(self.key),
+            "files": np.array(files, dtype=str),
+            "status": np.array([e.status for e in merged.values()], dtype=str),
+            "boxes": np.stack([e.box for e in merged.values()]).astype(np.float32),
+            "landmarks": np.stack([e.landmarks for e in merged.values()]).astype(np.float32),
+            "values": values,
+        }
+        # An unwritable cache only costs the next run its time.
+        with contextlib.suppress(OSError):
+            atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays), ".npz")
+        self.dirty = False
+
+
+def _file_key(path: Path) -> str:
+    """:func:`file_key`, with an unreadable path reported like an unreadable image."""
+    try:
+        return file_key(path)
+    except OSError as exc:
+        raise ImageError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _path_seed(path: Path) -> int:
+    """A stable 64-bit number for a file's absolute path (the same in every process)."""
+    return int.from_bytes(hashlib.sha256(str(path.resolve()).encode()).digest()[:8], "little")
+
+
+_NAN_BOX = np.full(4, np.nan, np.float32)
+_NAN_MARKS = np.full((5, 2), np.nan, np.float32)
+
+
+# ------------------------------------------------------------------------------------------ faces
+
+
+@dataclass
+class ChipResult:
+    """The aligned chip of one file's chosen face, or why there is none."""
+
+    path: Path
+    chip: np.ndarray | None
+    status: str
+    error: str | None = None
+    box: np.ndarray = field(default_factory=lambda: _NAN_BOX.copy())
+
+
+class FaceFeatures:
+    """Files -> chosen face -> embedding, with the cache described in the module docstring.
+
+    ``face`` picks the face of a photo with several (``largest`` or ``central``); ``no_face`` says
+    what a photo without a detected face becomes (``skip``: a no_face row; ``whole``: the whole image
+    as the face box). ``cache=False`` computes everything and writes nothing.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        detector: Detector,
+        *,
+        face: FaceChoice = "largest",
+        no_face: NoFacePolicy = "skip",
+        cache: bool = True,
+    ) -> None:
+        if no_face not in NO_FACE_POLICIES:
+            raise ParameterError("{no_face} is not a policy; use skip or whole", no_face=no_face)
+        choose_face([], (1, 1), face)  # validates the choice
+        self.embedder = embedder
+        self.detector = detector
+        self.face = face
+        self.no_face = no_face
+        self.cache = cache
+        self.key = f"faces|{embedder.version or embedder.name}|{detector.name}|{face}|{no_face}"
+        self._store = _Store(self.key, cache)
+
+    # -- one file ----------------------------------------------------------------------------------
+    def _locate(self, path: Path, image: np.ndarray, fkey: str) -> _Entry:
+        hit = self._store.get(fkey)
+        if hit is not None:
+            return hit
+        face = choose_face(self.detector.detect(image), image.shape, self.face)
+        if face is None and self.no_face == "whole":
+            h, w = image.shape[:2]
+            face = Face(np.array([0, 0, w, h], np.float32), 0.0, None)
+        if face is None:
+            entry = _Entry("no_face", _NAN_BOX, _NAN_MARKS, None)
+        else:
+            marks = landmarks_of(face).astype(np.float32)
+            entry = _Entry("ok", np.asarray(face.box, np.float32), marks, None)
+        self._store.put(fkey, entry)
+        return entry
+
+    def chip(self, path: str | Path) -> ChipResult:
+        """The aligned chip of ``path``'s chosen face (detection served from the cache when it can be)."""
+        path = Path(path)
+        try:
+            image = load_image(path)
+            entry = self._locate(path, image, _file_key(path))
+        except FacestyleError as exc:
+            return ChipResult(path, None, "error", str(exc))
+        if entry.status != "ok":
+            return ChipResult(path, None, entry.status)
+        return ChipResult(path, self.embedder.align(image, entry.landmarks), "ok", box=entry.box)
+
+    def chips(self, paths: Sequence[str | Path], progress: Progress = no_progress) -> list[ChipResult]:
+        try:
+            return [self.chip(p) for p in progress(list(paths), len(paths), "detecting faces")]
+        finally:
+            self._store.save()
+
+    # -- many files --------------------------------------------------------------------------------
+    def embed(
+        self, paths: Sequence[str | Path], progress: Progress = no_progress, batch: int = 32
+    ) -> FeatureTable:
+        """``(N, D)`` embeddings of each file's chosen face (NaN rows where there is none)."""
+        t0 = time.perf_counter()
+        paths = [Path(p) for p in paths]
+        n, dim = len(paths), self.embedder.embedding_size
+        table = FeatureTable(
+            paths,
+            np.full((n, dim), np.nan, np.float32),
+            ["ok"] * n,
+            [None] * n,
+            np.full((n, 4), np.nan, np.float32),
+        )
+        pending: list[tuple[int, str, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            vectors = self.embedder.embed_chips(np.stack([c for _, _, c in pending]))
+            for (i, fkey, _), v in zip(pending, vectors, strict=True):
+                table.values[i] = v
+                entry = self._store.get(fkey)
+                self._store.put(fkey, _Entry("ok", entry.box, entry.landmarks, v.astype(np.float32)))
+            table.computed += len(pending)
+            pending.clear()
+
+        try:
+            for i, path in enumerate(progress(paths, n, "embedding faces")):
+                self._embed_one(i, path, table, pending)
+                if len(pending) >= batch:
+                    flush()
+            flush()
+        finally:
+            self._store.save()
+        table.seconds = time.perf_counter() - t0
+        return table
+
+    def _embed_one(self, i: int, path: Path, table: FeatureTable, pending: list) -> None:
+        try:
+            fkey = _file_key(path)
+            hit = self._store.get(fkey)
+            if hit is not None and (hit.status != "ok" or hit.value is not None):
+                table.status[i], table.boxes[i] = hit.status, hit.box
+                if hit.value is not None:
+                    table.values[i] = hit.value
+                return
+            image = load_image(path)
+            entry = self._locate(path, image, fkey)
+        except FacestyleError as exc:
+            table.status[i], table.errors[i] = "error", str(exc)
+            return
+        table.status[i], table.boxes[i] = entry.status, entry.box
+        if entry.status == "ok":
+            pending.append((i, fkey, self.embedder.align(image, entry.landmarks)))
+
+    def views(
+        self,
+        paths: Sequence[str | Path],
+        make_views: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+        *,
+        n_views: int,
+        variant: str,
+        seed: int = 0,
+        tap: str | None = None,
+        progress: Progress = no_progress,
+    ) -> FeatureTable:
+        """``(N, V, D)`` embeddings of ``n_views`` views of each file's chosen chip, for training.
+
+        ``make_views(chip, rng)`` returns the ``(V, S, S, 3)`` views (view 0 the chip itself);
+        ``variant`` names everything that shapes them (augmentation settings) for the cache key. With
+        ``tap`` the inputs of that final network layer are returned instead of embeddings.
+        """
+        t0 = time.perf_counter()
+        paths = [Path(p) for p in paths]
+        store = _Store(f"{self.key}|views={n_views}|seed={seed}|tap={tap or ''}|{variant}", self.cache)
+        rows: list[np.ndarray | None] = []
+        status: list[str] = []
+        errors: list[str | None] = []
+        boxes = np.full((len(paths), 4), np.nan, np.float32)
+        computed = 0
+        try:
+            for i, path in enumerate(progress(paths, len(paths), "embedding training views")):
+                fkey = file_key(path) if path.is_file() else None
+                hit = store.get(fkey) if fkey else None
+                if hit is not None:
+                    rows.append(hit.value)
+                    status.append(hit.status)
+                    errors.append(None)
+                    boxes[i] = hit.box
+                    continue
+                res = self.chip(path)
+                status.append(res.status)
+                errors.append(res.error)
+                boxes[i] = res.box
+                if res.status != "ok":
+                    rows.append(None)
+                    if res.status == "no_face" and fkey:
+                        store.put(fkey, _Entry("no_face", _NAN_BOX, _NAN_MARKS, None))
+                    continue
+                # Each file draws its views from its own stream (seed and path), so a file's views do
+                # not depend on which other files were in the run or in the cache.
+                rng = np.random.default_rng([seed, _path_seed(path)])
+                value = embed_tapped(self.embedder, make_views(res.chip, rng), tap).astype(np.float32)
+                rows.append(value)
+                computed += 1
+                store.put(fkey, _Entry("ok", res.box, _NAN_MARKS, value))
+        finally:
+            self._store.save()
+            store.save()
+        shape = next((r.shape for r in rows if r is not None), (n_views, self.embedder.embedding_size))
+        values = (
+            np.stack([r if r is not None else np.full(shape, np.nan, np.float32) for r in rows])
+            if rows
+            else (np.zeros((0, *shape), np.float32))
+        )
+        return FeatureTable(paths, values, status, errors, boxes, computed, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------ whole images
+
+
+class ImageFeatures:
+    """Whole images through a registered backbone: global average and max pooling at one tap.
+
+    The image is resized to ``size`` x ``size`` (the backbone's classification input); the feature is
+    the concatenation of the mean and the max of the tap's activations over space (``2 * channels``).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        tap: str | None = None,
+        size: int | None = None,
+        device: object = None,
+        cache: bool = True,
+    ) -> None:
+        from facestyle.models.registry import get_model
+
+        self.spec = get_model(backbone)
+        self.name = backbone
+        self.tap = tap or self.spec.feature_tap or (self.spec.taps[-1] if self.spec.taps else "")
+        self.size = int(size or self.spec.feature_size or self.spec.input_size or 224)
+        self.device = device
+        self.trained = self.spec.trained
+        weights = self.spec.files[0].sha256[:12] if self.spec.files else "untrained"
+        self.key = f"image|{backbone}@{weights}|{self.tap}|{self.size}"
+        self._store = _Store(self.key, cache)
+        self._net = None
+
+    def _extractor(self):
+        if self._net is None:
+            from facestyle.models.registry import backbone
+
+            self._net = backbone(self.name, [self.tap], self.device).eval()
+        return self._net
+
+    def _features(self, images: list[np.ndarray]) -> np.ndarray:
+        import cv2
+        import torch
+
+        net = self._extractor()
+        arr = np.stack(
+            [cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA) for im in images]
+        )
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0).to(net.device)
+        with torch.inference_mode():
+            act = net(x)[self.tap]
+            pooled = torch.cat([act.mean(dim=(2, 3)), act.amax(dim=(2, 3))], dim=1)
+        return pooled.float().cpu().numpy()
+
+    def embed(
+        self, paths: Sequence[str | Path], progress: Progress = no_progress, batch: int = 16
+    ) -> FeatureTable:
+        """``(N, 2C)`` pooled features per file (NaN rows for files that cannot be read)."""
+        t0 = time.perf_counter()
+        paths = [Path(p) for p in paths]
+        n = len(paths)
+        rows: list[np.ndarray | None] = [None] * n
+        status: list[str] = ["ok"] * n
+        errors: list[str | None] = [None] * n
+        pending: list[tuple[int, str, np.ndarray]] = []
+        computed = 0
+
+        def flush() -> None:
+            nonlocal computed
+            if pending:
+                for (i, fkey, _), v in zip(
+                    pending, self._features([im for _, _, im in pending]), strict=True
+                ):
+                    rows[i] = v
+                    self._store.put(fkey, _Entry("ok", _NAN_BOX, _NAN_MARKS, v))
+                computed += len(pending)
+                pending.clear()
+
+        try:
+            for i, path in enumerate(progress(paths, n, "image features")):
+                try:
+                    fkey = _file_key(path)
+                    hit = self._store.get(fkey)
+                    if hit is not None and hit.value is not None:
+                        rows[i] = hit.value
+                        continue
+                    pending.append((i, fkey, load_image(path)))
+                except FacestyleError as exc:
+                    status[i], errors[i] = "error", str(exc)
+                if len(pending) >= batch:
+                    flush()
+            flush()
+        finally:
+            self._store.save()
+        dim = next((r.shape[0] for r in rows if r is not None), 0)
+        values = (
+            np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+            if n
+            else (np.zeros((0, dim), np.float32))
+        )
+        boxes = np.full((n, 4), np.nan, np.float32)
+        return FeatureTable(
+            paths, values.astype(np.float32), status, errors, boxes, computed, time.perf_counter() - t0
+        )
