@@ -37,9 +37,9 @@ import numpy as np
 from facestyle.align.landmarks import landmarks_of
 from facestyle.detect.faces import Detector, Face, FaceChoice, choose_face
 from facestyle.embed.embedder import Embedder, embed_tapped
-from facestyle.errors import FacestyleError, ImageError, ParameterError
+from facestyle.errors import FacestyleError, ParameterError
 from facestyle.io.files import atomic_write, file_key
-from facestyle.io.images import load_image
+from facestyle.io.images import ImageLike, as_rgb
 from facestyle.io.progress import Progress, no_progress
 
 #: What to do with a photo in which the detector finds no face: leave it out, or treat the whole image
@@ -62,7 +62,7 @@ def cache_root() -> Path:
 class FeatureTable:
     """One row per input file, in order; failed rows are NaN and say why."""
 
-    paths: list[Path]
+    paths: list[str]  # the file of each row, or "<array i>" for an image passed as an array
     values: np.ndarray  # (N, D) float32, or (N, V, D) for training views
     status: list[str]  # "ok" | "no_face" | "error"
     errors: list[str | None]  # the error message of "error" rows
@@ -157,12 +157,15 @@ class _Store:
         self.dirty = False
 
 
-def _file_key(path: Path) -> str:
-    """:func:`file_key`, with an unreadable path reported like an unreadable image."""
+def _identify(item: ImageLike, label: str) -> tuple[str, str | None]:
+    """(label, cache key) of an image: a file's path and :func:`file_key` (None when the file cannot
+    be read: loading it then says why), or ``label`` and no key for an array (never cached)."""
+    if isinstance(item, np.ndarray):
+        return label, None
     try:
-        return file_key(path)
-    except OSError as exc:
-        raise ImageError(f"{path}: {exc.strerror or exc}") from None
+        return str(item), file_key(item)
+    except OSError:
+        return str(item), None
 
 
 def _path_seed(path: Path) -> int:
@@ -179,9 +182,10 @@ _NAN_MARKS = np.full((5, 2), np.nan, np.float32)
 
 @dataclass
 class ChipResult:
-    """The aligned chip of one file's chosen face, or why there is none."""
+    """The aligned chip of one image's chosen face, or why there is none (``path``: the file, or a
+    label for an array)."""
 
-    path: Path
+    path: str
     chip: np.ndarray | None
     status: str
     error: str | None = None
@@ -216,9 +220,9 @@ class FaceFeatures:
         self.key = f"faces|{embedder.version or embedder.name}|{detector.name}|{face}|{no_face}"
         self._store = _Store(self.key, cache)
 
-    # -- one file ----------------------------------------------------------------------------------
-    def _locate(self, path: Path, image: np.ndarray, fkey: str) -> _Entry:
-        hit = self._store.get(fkey)
+    # -- one image ---------------------------------------------------------------------------------
+    def _locate(self, image: np.ndarray, fkey: str | None) -> _Entry:
+        hit = self._store.get(fkey) if fkey else None
         if hit is not None:
             return hit
         face = choose_face(self.detector.detect(image), image.shape, self.face)
@@ -230,58 +234,66 @@ class FaceFeatures:
         else:
             marks = landmarks_of(face).astype(np.float32)
             entry = _Entry("ok", np.asarray(face.box, np.float32), marks, None)
-        self._store.put(fkey, entry)
+        if fkey:
+            self._store.put(fkey, entry)
         return entry
 
-    def chip(self, path: str | Path) -> ChipResult:
-        """The aligned chip of ``path``'s chosen face (detection served from the cache when it can be)."""
-        path = Path(path)
+    def chip(self, item: ImageLike, label: str = "image") -> ChipResult:
+        """The aligned chip of the chosen face of a file or array (a file's detection is cached)."""
+        label, fkey = _identify(item, label)
         try:
-            image = load_image(path)
-            entry = self._locate(path, image, _file_key(path))
+            image = as_rgb(item, label)[0]
+            entry = self._locate(image, fkey)
         except FacestyleError as exc:
-            return ChipResult(path, None, "error", str(exc))
+            return ChipResult(label, None, "error", str(exc))
         if entry.status != "ok":
-            return ChipResult(path, None, entry.status)
-        return ChipResult(path, self.embedder.align(image, entry.landmarks), "ok", box=entry.box)
+            return ChipResult(label, None, entry.status)
+        return ChipResult(label, self.embedder.align(image, entry.landmarks), "ok", box=entry.box)
 
-    def chips(self, paths: Sequence[str | Path], progress: Progress = no_progress) -> list[ChipResult]:
+    def chips(self, items: Sequence[ImageLike], progress: Progress = no_progress) -> list[ChipResult]:
         try:
-            return [self.chip(p) for p in progress(list(paths), len(paths), "detecting faces")]
+            return [
+                self.chip(x, f"<array {i}>")
+                for i, x in enumerate(progress(list(items), len(items), "detecting faces"))
+            ]
         finally:
             self._store.save()
 
-    # -- many files --------------------------------------------------------------------------------
+    # -- many images -------------------------------------------------------------------------------
     def embed(
-        self, paths: Sequence[str | Path], progress: Progress = no_progress, batch: int = 32
+        self, items: Sequence[ImageLike], progress: Progress = no_progress, batch: int = 32
     ) -> FeatureTable:
-        """``(N, D)`` embeddings of each file's chosen face (NaN rows where there is none)."""
+        """``(N, D)`` embeddings of each image's chosen face (NaN rows where there is none).
+
+        ``items`` are paths (cached) or ``(H, W, 3)`` uint8 arrays (computed every time).
+        """
         t0 = time.perf_counter()
-        paths = [Path(p) for p in paths]
-        n, dim = len(paths), self.embedder.embedding_size
+        items = list(items)
+        n, dim = len(items), self.embedder.embedding_size
+        labels = [_identify(x, f"<array {i}>")[0] for i, x in enumerate(items)]
         table = FeatureTable(
-            paths,
+            labels,
             np.full((n, dim), np.nan, np.float32),
             ["ok"] * n,
             [None] * n,
             np.full((n, 4), np.nan, np.float32),
         )
-        pending: list[tuple[int, str, np.ndarray]] = []
+        pending: list[tuple[int, str | None, _Entry, np.ndarray]] = []
 
         def flush() -> None:
             if not pending:
                 return
-            vectors = self.embedder.embed_chips(np.stack([c for _, _, c in pending]))
-            for (i, fkey, _), v in zip(pending, vectors, strict=True):
+            vectors = self.embedder.embed_chips(np.stack([c for *_, c in pending]))
+            for (i, fkey, entry, _), v in zip(pending, vectors, strict=True):
                 table.values[i] = v
-                entry = self._store.get(fkey)
-                self._store.put(fkey, _Entry("ok", entry.box, entry.landmarks, v.astype(np.float32)))
+                if fkey:
+                    self._store.put(fkey, _Entry("ok", entry.box, entry.landmarks, v.astype(np.float32)))
             table.computed += len(pending)
             pending.clear()
 
         try:
-            for i, path in enumerate(progress(paths, n, "embedding faces")):
-                self._embed_one(i, path, table, pending)
+            for i, item in enumerate(progress(items, n, "embedding faces")):
+                self._embed_one(i, item, table, pending)
                 if len(pending) >= batch:
                     flush()
             flush()
@@ -290,23 +302,23 @@ class FaceFeatures:
         table.seconds = time.perf_counter() - t0
         return table
 
-    def _embed_one(self, i: int, path: Path, table: FeatureTable, pending: list) -> None:
+    def _embed_one(self, i: int, item: ImageLike, table: FeatureTable, pending: list) -> None:
+        label, fkey = _identify(item, table.paths[i])
         try:
-            fkey = _file_key(path)
-            hit = self._store.get(fkey)
+            hit = self._store.get(fkey) if fkey else None
             if hit is not None and (hit.status != "ok" or hit.value is not None):
                 table.status[i], table.boxes[i] = hit.status, hit.box
                 if hit.value is not None:
                     table.values[i] = hit.value
                 return
-            image = load_image(path)
-            entry = self._locate(path, image, fkey)
+            image = as_rgb(item, label)[0]
+            entry = self._locate(image, fkey)
         except FacestyleError as exc:
             table.status[i], table.errors[i] = "error", str(exc)
             return
         table.status[i], table.boxes[i] = entry.status, entry.box
         if entry.status == "ok":
-            pending.append((i, fkey, self.embedder.align(image, entry.landmarks)))
+            pending.append((i, fkey, entry, self.embedder.align(image, entry.landmarks)))
 
     def views(
         self,
@@ -343,7 +355,7 @@ class FaceFeatures:
                     errors.append(None)
                     boxes[i] = hit.box
                     continue
-                res = self.chip(path)
+                res = self.chip(path, str(path))
                 status.append(res.status)
                 errors.append(res.error)
                 boxes[i] = res.box
@@ -368,7 +380,8 @@ class FaceFeatures:
             if rows
             else (np.zeros((0, *shape), np.float32))
         )
-        return FeatureTable(paths, values, status, errors, boxes, computed, time.perf_counter() - t0)
+        labels = [str(p) for p in paths]
+        return FeatureTable(labels, values, status, errors, boxes, computed, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------------ whole images
@@ -425,38 +438,39 @@ class ImageFeatures:
         return pooled.float().cpu().numpy()
 
     def embed(
-        self, paths: Sequence[str | Path], progress: Progress = no_progress, batch: int = 16
+        self, items: Sequence[ImageLike], progress: Progress = no_progress, batch: int = 16
     ) -> FeatureTable:
-        """``(N, 2C)`` pooled features per file (NaN rows for files that cannot be read)."""
+        """``(N, 2C)`` pooled features per image (NaN rows for files that cannot be read); ``items``
+        are paths (cached) or arrays (computed every time)."""
         t0 = time.perf_counter()
-        paths = [Path(p) for p in paths]
-        n = len(paths)
+        items = list(items)
+        n = len(items)
+        labels = [_identify(x, f"<array {i}>")[0] for i, x in enumerate(items)]
         rows: list[np.ndarray | None] = [None] * n
         status: list[str] = ["ok"] * n
         errors: list[str | None] = [None] * n
-        pending: list[tuple[int, str, np.ndarray]] = []
+        pending: list[tuple[int, str | None, np.ndarray]] = []
         computed = 0
 
         def flush() -> None:
             nonlocal computed
             if pending:
-                for (i, fkey, _), v in zip(
-                    pending, self._features([im for _, _, im in pending]), strict=True
-                ):
+                for (i, fkey, _), v in zip(pending, self._features([im for *_, im in pending]), strict=True):
                     rows[i] = v
-                    self._store.put(fkey, _Entry("ok", _NAN_BOX, _NAN_MARKS, v))
+                    if fkey:
+                        self._store.put(fkey, _Entry("ok", _NAN_BOX, _NAN_MARKS, v))
                 computed += len(pending)
                 pending.clear()
 
         try:
-            for i, path in enumerate(progress(paths, n, "image features")):
+            for i, item in enumerate(progress(items, n, "image features")):
+                label, fkey = _identify(item, labels[i])
+                hit = self._store.get(fkey) if fkey else None
+                if hit is not None and hit.value is not None:
+                    rows[i] = hit.value
+                    continue
                 try:
-                    fkey = _file_key(path)
-                    hit = self._store.get(fkey)
-                    if hit is not None and hit.value is not None:
-                        rows[i] = hit.value
-                        continue
-                    pending.append((i, fkey, load_image(path)))
+                    pending.append((i, fkey, as_rgb(item, label)[0]))
                 except FacestyleError as exc:
                     status[i], errors[i] = "error", str(exc)
                 if len(pending) >= batch:
@@ -465,12 +479,9 @@ class ImageFeatures:
         finally:
             self._store.save()
         dim = next((r.shape[0] for r in rows if r is not None), 0)
-        values = (
-            np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
-            if n
-            else (np.zeros((0, dim), np.float32))
-        )
+        values = np.full((n, dim), np.nan, np.float32)
+        for i, r in enumerate(rows):
+            if r is not None:
+                values[i] = r
         boxes = np.full((n, 4), np.nan, np.float32)
-        return FeatureTable(
-            paths, values.astype(np.float32), status, errors, boxes, computed, time.perf_counter() - t0
-        )
+        return FeatureTable(labels, values, status, errors, boxes, computed, time.perf_counter() - t0)
