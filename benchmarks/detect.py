@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facestyle.detect import get_detector  # noqa: E402
 from facestyle.io.images import load_image  # noqa: E402
+from facestyle.models.registry import detector as make_detector  # noqa: E402
 
 
 class FacenetMTCNN:
@@ -69,7 +69,7 @@ class OpenCVHaar:
 
 class Ours:
     def __init__(self, name: str) -> None:
-        self.det = get_detector(name)
+        self.det = make_detector(name)
         self.name = f"facestyle {name}"
 
     def boxes(self, image: np.ndarray) -> np.ndarray:

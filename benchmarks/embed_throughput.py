@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from facestyle.io.images import load_image  # noqa: E402
 from facestyle.models.dlib_resnet import chips_to_tensor, load_dlib_resnet  # noqa: E402
-from facestyle.models.weights import weight_path  # noqa: E402
+from facestyle.models.registry import path_of  # noqa: E402
 
 
 def shared_data() -> Path:
@@ -122,8 +122,8 @@ def main() -> None:
     reference = np.array([np.asarray(d) for d in ref_model.compute_face_descriptor(list(chips))], np.float32)
     dlib_full = n / (time.perf_counter() - t)
 
-    model_cl = load_dlib_resnet(channels_last=True)
-    model_cf = load_dlib_resnet(channels_last=False)
+    model_cl = load_dlib_resnet(path_of("dlib-resnet-v1"), channels_last=True)
+    model_cf = load_dlib_resnet(path_of("dlib-resnet-v1"), channels_last=False)
     small = max(1, min(args.slow_subset, n))
 
     # name -> (callable, number of chips timed per round, batch label)

@@ -33,10 +33,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facestyle.eval.pairs_eval import evaluate_pairs, make_extractor  # noqa: E402
+from facestyle.api import FacePipeline  # noqa: E402
+from facestyle.eval.pairs_eval import evaluate_pairs  # noqa: E402
 from facestyle.eval.pairs_file import read_pairs  # noqa: E402
-from facestyle.train.finetune import fine_tune  # noqa: E402
-from facestyle.train.trainer import TrainOptions  # noqa: E402
+from facestyle.train.embedding_head import train_embedding_head  # noqa: E402
+from facestyle.train.trainer import EmbeddingHeadOptions  # noqa: E402
 
 
 def _att_tree(att: Path, work: Path, scale: int) -> tuple[Path, Path]:
@@ -125,9 +126,9 @@ def main() -> None:
         train_dir, test_dir = _att_tree(args.data / "faces" / "att", work / f"scale{scale}", scale)
         pairs = read_pairs(_att_test_pairs(test_dir, work / f"test-pairs-scale{scale}.csv"))
 
-    base = make_extractor("dlib-resnet-v1")
+    base = FacePipeline("dlib-resnet-v1").features(face="central")
     before = evaluate_pairs(pairs, base)
-    opts = TrainOptions(
+    opts = EmbeddingHeadOptions(
         loss=args.loss,
         mining=args.mining,
         lr=args.lr,
@@ -139,9 +140,9 @@ def main() -> None:
     )
     ckpt = work / f"{args.dataset}-{args.loss}{'-fc' if args.train_last_layer else ''}.pt"
     t0 = time.perf_counter()
-    run = fine_tune(train_dir, ckpt, opts, base)
+    run = train_embedding_head(train_dir, ckpt, opts, base)
     train_s = time.perf_counter() - t0
-    after = evaluate_pairs(pairs, make_extractor(str(ckpt)))
+    after = evaluate_pairs(pairs, FacePipeline(str(ckpt)).features(face="central"))
 
     def op(rep, far):
         return next(o for o in rep.tar_at_far if o["target_far"] == far)["tar"]
@@ -200,7 +201,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"before": before.to_dict(), "after": after.to_dict(), "training": run.summary()}, indent=1
+                {"before": before.to_dict(), "after": after.to_dict(), "training": run.to_dict()}, indent=1
             )
         )
 

@@ -35,10 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facestyle.api import FacePipeline  # noqa: E402
+from facestyle.detect.faces import central_face_index  # noqa: E402
 from facestyle.eval import metrics  # noqa: E402
-from facestyle.eval.pairs_eval import evaluate_pairs, make_extractor  # noqa: E402
+from facestyle.eval.pairs_eval import evaluate_pairs  # noqa: E402
 from facestyle.eval.pairs_file import PairList, read_pairs  # noqa: E402
-from facestyle.train.features import pick_central_face  # noqa: E402
 
 
 def import_face_recognition():
@@ -68,7 +69,7 @@ def face_recognition_embeddings(paths: list[Path]) -> tuple[np.ndarray, list[str
             status.append("no_face")
             continue
         boxes = np.array([[left, top, right, bottom] for top, right, bottom, left in locs], dtype=np.float64)
-        loc = locs[pick_central_face(boxes, img.shape)]
+        loc = locs[central_face_index(boxes, img.shape)]
         out[i] = fr.face_encodings(img, known_face_locations=[loc], num_jitters=1, model="small")[0]
         status.append("ok")
     return out, status
@@ -100,10 +101,10 @@ def main() -> None:
     folds = metrics.default_folds(labels)
 
     t0 = time.perf_counter()
-    ex = make_extractor("dlib-resnet-v1")
-    ours_emb, ours_res = ex.embed_files(images)
+    ex = FacePipeline("dlib-resnet-v1").features(face="central", cache=False)  # timed cold, every run
+    table = ex.embed(images)
     ours_s = time.perf_counter() - t0
-    ours_ok = np.array([r.status == "ok" for r in ours_res])
+    ours_emb, ours_ok = table.values, table.ok
 
     t0 = time.perf_counter()
     fr_emb, fr_status = face_recognition_embeddings(images)

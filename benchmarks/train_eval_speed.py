@@ -43,20 +43,21 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from facestyle.eval.pairs_eval import evaluate_pairs, make_extractor
+    from facestyle.api import FacePipeline
+    from facestyle.eval.pairs_eval import evaluate_pairs
     from facestyle.eval.pairs_file import read_pairs
-    from facestyle.train.data import scan_identity_dir
-    from facestyle.train.finetune import prepare_features
-    from facestyle.train.trainer import TrainOptions, train_head
+    from facestyle.io.folders import scan_labelled_folder
+    from facestyle.train.embedding_head import prepare_features
+    from facestyle.train.trainer import EmbeddingHeadOptions, fit_embedding_head
 
     rows: list[tuple[str, str]] = []
-    ex = make_extractor("dlib-resnet-v1")
+    ex = FacePipeline("dlib-resnet-v1").features(face="central")
 
     att = args.data / "faces" / "att"
-    data = scan_identity_dir(att)
+    data = scan_labelled_folder(att)
     keep = data.labels < args.ids
     data = data.subset(keep)
-    opts = TrainOptions(views=args.views, epochs=args.epochs, patience=args.epochs, val_fraction=0.25)
+    opts = EmbeddingHeadOptions(views=args.views, epochs=args.epochs, patience=args.epochs, val_fraction=0.25)
     t0 = time.perf_counter()
     x_tr, y_tr, x_va, y_va, info = prepare_features(data, ex, opts)
     feat_s = time.perf_counter() - t0
@@ -69,7 +70,7 @@ def main() -> None:
         )
     )
     t0 = time.perf_counter()
-    result = train_head(x_tr, y_tr, x_va, y_va, opts)
+    result = fit_embedding_head(x_tr, y_tr, x_va, y_va, opts)
     train_s = time.perf_counter() - t0
     rows.append(
         (

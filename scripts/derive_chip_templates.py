@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from facestyle.align.similarity import apply_transform, similarity_transform
-from facestyle.detect.mtcnn import MTCNNDetector
 from facestyle.io import load_image
-from facestyle.models.weights import weight_path
+from facestyle.models.registry import detector, path_of
 
 
 def dlib_image_to_chip(details) -> np.ndarray:
@@ -59,7 +58,7 @@ def main() -> int:
 
     hog = dlib.get_frontal_face_detector()
     shape5 = dlib.shape_predictor(str(path_of("dlib-shape-predictor-5")))
-    mtcnn = MTCNNDetector()
+    mtcnn = detector("mtcnn")
     paths = sorted(Path(args.images).glob("*/*.jpg"))
     step = max(1, len(paths) // args.limit)
     samples = []

@@ -22,7 +22,9 @@ from facestyle.models.weights import load_torch_state
         (2, "onet.pt", "ONet", (7, 3, 48, 48)),
     ],
 )
-def test_same_outputs_as_facenet_pytorch(index: int, filename: str, reference_class: str, shape: tuple) -> None:
+def test_same_outputs_as_facenet_pytorch(
+    index: int, filename: str, reference_class: str, shape: tuple
+) -> None:
     import facenet_pytorch.models.mtcnn as reference
 
     ours = mtcnn_nets(MTCNN, "cpu")[index]
