@@ -134,3 +134,26 @@ def test_models_verify_and_doctor():
     assert doctor["device"] in ("cpu", "cuda") and any(
         m["name"] == "dlib-resnet-v1" for m in doctor["models"]
     )
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:7", "meta"])
+def test_a_device_this_machine_lacks_is_a_usage_error_naming_the_flag(lfw_images, device):
+    result = run("compare", lfw_images["a1"], lfw_images["a2"], "--device", device)
+    assert result.exit_code == EXIT_USAGE and "Traceback" not in result.output
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith(f"error: --device {device} is not") and "available here: cpu" in first
+
+
+def test_library_errors_speak_in_parameters_and_the_cli_in_flags():
+    from facestyle.cli._common import describe
+    from facestyle.errors import ParameterError, SeveralFacesError
+
+    err = ParameterError(
+        "{top_k} must be at least 1, and {steps_per_scale} is not a list", top_k=0, steps_per_scale=[1, 2]
+    )
+    assert str(err) == "top_k=0 must be at least 1, and steps_per_scale=[1, 2] is not a list"
+    assert describe(err) == "--top-k 0 must be at least 1, and --steps-per-scale 1,2 is not a list"
+    assert describe(err, flags={"top_k": "-k"}).startswith("-k 0 must")
+    several = SeveralFacesError("photo {1}.jpg", 3)  # braces in a file name are text, not fields
+    assert str(several) == "photo {1}.jpg: 3 faces found; pass largest=True to use the largest one"
+    assert describe(several) == "photo {1}.jpg: 3 faces found; pass --largest to use the largest one"
