@@ -41,6 +41,7 @@ def detect(
 ) -> None:
     """Find faces: box, score and five landmarks per face."""
     with user_errors():
+        from facestyle.api import ImageResult
         from facestyle.errors import FacestyleError, UsageError
         from facestyle.io.images import load_image
         from facestyle.models.registry import detector as make_detector
@@ -48,13 +49,13 @@ def detect(
         if draw is not None and len(images) != 1:
             raise UsageError("--draw takes exactly one input image")
         det = make_detector(detector, device=device)
-        results = []
+        results: list[ImageResult] = []
         for path in progress(images, total=len(images), label="detect", quiet=quiet or json):
             try:
                 image = load_image(path)
                 faces = det.detect(image)
             except FacestyleError as exc:
-                results.append({"image": str(path), "status": "error", "error": str(exc), "faces": []})
+                results.append(ImageResult(str(path), "error", [], str(exc)))
                 item_error(exc)
                 continue
             if draw is not None:
@@ -66,19 +67,19 @@ def detect(
                 from facestyle.api import save_face_chips
 
                 save_face_chips(image, faces, crop, stem=Path(path).stem, model=model)
-            status = "ok" if faces else "no_face"
-            results.append({"image": str(path), "status": status, "faces": [f.to_dict() for f in faces]})
+            results.append(ImageResult(str(path), "ok" if faces else "no_face", faces))
         if json:
-            print_json(results if len(results) != 1 else results[0])
+            docs = [r.to_dict(embedding=False) for r in results]
+            print_json(docs if len(docs) != 1 else docs[0])
         else:
             for r in results:
-                if r["status"] != "ok":
-                    out.print(f"{r['image']}: {r['status']}")
+                if r.status != "ok":
+                    out.print(f"{r.path}: {r.status}")
                     continue
-                for i, f in enumerate(r["faces"]):
-                    box = ", ".join(f"{v:.0f}" for v in f["box"])
-                    out.print(f"{r['image']}: face {i + 1} box=({box}) score={f['score']:.3f}")
-        raise typer.Exit(worst_exit(STATUS_EXIT[r["status"]] for r in results))
+                for i, f in enumerate(r.faces):
+                    box = ", ".join(f"{v:.0f}" for v in f.box)
+                    out.print(f"{r.path}: face {i + 1} box=({box}) score={f.score:.3f}")
+        raise typer.Exit(worst_exit(STATUS_EXIT[r.status] for r in results))
 
 
 def embed(
