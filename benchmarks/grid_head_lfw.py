@@ -23,10 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facestyle.detect import get_detector  # noqa: E402
+from facestyle.detect.grid import INPUT_SIZE, TAP_BLOCK  # noqa: E402
 from facestyle.heads import grid_detect as gd  # noqa: E402
 from facestyle.heads.map import ImageBoxes, mean_average_precision  # noqa: E402
 from facestyle.io.images import load_image  # noqa: E402
+from facestyle.models.registry import detector  # noqa: E402
 
 
 def pick_images(lfw: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
@@ -37,11 +38,15 @@ def pick_images(lfw: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[li
     return sorted(rng.sample(train_pool, n_train)), sorted(rng.sample(test_pool, n_test))
 
 
-def annotate(paths: list[Path], csv_path: Path, detector) -> float:
+def annotate(paths: list[Path], csv_path: Path, mtcnn) -> float:
+    """MTCNN's boxes as the ground truth CSV (kept: delete it to re-label); returns the seconds spent."""
     if csv_path.is_file():
         return 0.0
     t0 = time.perf_counter()
-    rows = [(str(p), detector.detect(load_image(p))) for p in paths]
+    rows = gd.annotate(paths, mtcnn)
+    for row in rows:
+        if row.error:
+            print(f"skipped {row.error}", file=sys.stderr)
     gd.write_csv(csv_path, rows)
     return time.perf_counter() - t0
 
@@ -54,6 +59,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--anchors", type=str, default="", help="e.g. '2.5,3:1.5,2' (cell units); default none")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "grid-head")
+    ap.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,61 +67,53 @@ def main() -> None:
     lfw = args.data / "faces" / "lfw-view1"
     train_paths, test_paths = pick_images(lfw, args.train, args.test)
     tag = f"{args.train}-{args.test}"
-    mtcnn = get_detector("mtcnn")
-    t_ann = annotate(train_paths, args.work / f"train-{tag}.csv", mtcnn)
-    t_ann += annotate(test_paths, args.work / f"test-{tag}.csv", mtcnn)
-    train_ann = gd.read_annotations(args.work / f"train-{tag}.csv")
-    test_ann = gd.read_annotations(args.work / f"test-{tag}.csv")
-    anchors = [[float(v) for v in a.split(",")] for a in args.anchors.split(":")] if args.anchors else None
-    cfg = gd.GridTrainConfig(epochs=args.epochs, anchors=anchors)
-    backbone = gd.DlibFeatureMap()
-    anchor_t = gd.GridHead(anchors=anchors).anchors
-    t0 = time.perf_counter()
-    train_set = gd.load_and_encode(train_ann, backbone, anchor_t)
-    test_set = gd.load_and_encode(test_ann, backbone, anchor_t)
-    t_feat = time.perf_counter() - t0
-    head, log = gd.train_grid_head(train_set, len(train_ann.classes), cfg)
-    m_train = gd.evaluate(head, train_set)
-    m_test = gd.evaluate(head, test_set)
-    gd.save_grid_head(
-        head, train_ann.classes, args.work / f"grid-head-{tag}.pt", {"map50_test": m_test["map"]}
-    )
+    train_csv, test_csv = args.work / f"train-{tag}.csv", args.work / f"test-{tag}.csv"
+    mtcnn = detector("mtcnn", args.device)
+    t_ann = annotate(train_paths, train_csv, mtcnn) + annotate(test_paths, test_csv, mtcnn)
+    options = gd.GridHeadOptions(epochs=args.epochs, anchors=gd.parse_anchors(args.anchors))
+    run = gd.train_grid_detector(train_csv, eval_annotations=test_csv, options=options, device=args.device)
+    run.save(args.work / f"grid-head-{tag}.pt")
+    report = run.report
+    held = gd.evaluate_grid_detector(args.work / f"grid-head-{tag}.pt", test_csv, device=args.device)
+    test_items = gd.read_annotations(test_csv).items
+    n_faces_train = sum(len(i.boxes) for i in gd.read_annotations(train_csv).items)
+    n_faces_test = sum(len(i.boxes) for i in test_items)
 
-    haar = get_detector("haar")
+    haar = detector("haar")
     t0 = time.perf_counter()
     preds = []
-    for item in test_set.items:
+    for item in test_items:
         faces = haar.detect(load_image(item.image))
         boxes = np.stack([f.box for f in faces]) if faces else np.zeros((0, 4))
         preds.append(ImageBoxes(boxes, np.zeros(len(faces), int), np.array([f.score for f in faces])))
     t_haar = time.perf_counter() - t0
-    m_haar = mean_average_precision(preds, [ImageBoxes(i.boxes, i.labels) for i in test_set.items])
+    m_haar = mean_average_precision(preds, [ImageBoxes(i.boxes, i.labels) for i in test_items])
 
-    n_faces_train = int(sum(len(i.boxes) for i in train_set.items))
-    n_faces_test = int(sum(len(i.boxes) for i in test_set.items))
+    grid = gd.dlib_feature_maps(args.device)(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)).shape[-1]
     print(
-        f"images: train {len(train_set.items)} ({n_faces_train} MTCNN faces), "
-        f"held-out {len(test_set.items)} ({n_faces_test} faces), people disjoint"
+        f"images: train {report['train_images']} ({n_faces_train} MTCNN faces), "
+        f"held-out {report['eval_images']} ({n_faces_test} faces), people disjoint"
     )
     print(
-        f"grid {train_set.feats.shape[-1]}x{train_set.feats.shape[-1]}, anchors {head.anchors.tolist()}, "
+        f"grid {grid}x{grid}, anchors {run.head.anchors.tolist()}, "
         f"epochs {args.epochs}, torch threads {args.threads}"
     )
     print()
     print("| detector vs MTCNN boxes | mAP@0.5 held-out | max recall | mAP@0.5 train |")
     print("|---|---|---|---|")
     print(
-        f"| grid head (dlib ResNet block-{gd.TAP_BLOCK} features) | {m_test['map']:.3f} | "
-        f"{m_test['recall'].get(0, 0):.3f} | {m_train['map']:.3f} |"
+        f"| grid head (dlib ResNet block-{TAP_BLOCK} features) | {report['map50_eval']:.3f} | "
+        f"{held.recall.get('face', 0):.3f} | {report['map50_train']:.3f} |"
     )
     print(f"| Haar cascade (ours) | {m_haar['map']:.3f} | {m_haar['recall'].get(0, 0):.3f} | - |")
     print()
+    n_images = report["train_images"] + report["eval_images"]
     print(
-        f"time: MTCNN labelling {t_ann:.1f} s (0 = cached CSV), backbone features {t_feat:.1f} s "
-        f"({1000 * t_feat / (len(train_set.items) + len(test_set.items)):.0f} ms/image), "
-        f"head training {log['train_seconds']:.1f} s, Haar on held-out {t_haar:.1f} s"
+        f"time: MTCNN labelling {t_ann:.1f} s (0 = cached CSV), backbone features "
+        f"{report['feature_seconds']:.1f} s ({1000 * report['feature_seconds'] / n_images:.0f} ms/image), "
+        f"head training {report['train_seconds']:.1f} s, Haar on held-out {t_haar:.1f} s"
     )
-    print(f"loss first/last epoch: {log['loss'][0]:.3f} / {log['loss'][-1]:.3f}")
+    print(f"loss first/last epoch: {run.losses[0]:.3f} / {run.losses[-1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Heads on a shared backbone: ``classify train|predict`` and ``detect-head train|eval``."""
+"""Heads on a shared backbone: ``classify train|predict`` and ``detect-head annotate|train|eval|detect``.
+
+Each command parses its flags, calls :class:`facestyle.heads.classify.Classifier` or the workflow
+functions of :mod:`facestyle.heads.grid_detect`, and prints their ``to_dict()``.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ from pathlib import Path
 import typer
 
 from facestyle.cli._common import (
+    STATUS_EXIT,
     JsonOpt,
     QuietOpt,
     err,
+    item_error,
     note,
     out,
     print_json,
-    progress,
     progress_fn,
     user_errors,
+    worst_exit,
 )
 
 classify_app = typer.Typer(
@@ -67,50 +73,36 @@ def classify_train(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a classifier head; report held-out accuracy, per-class scores and a confusion matrix."""
-    with user_errors(flags={"fine_tune_epochs": "--fine-tune"}):
-        from facestyle.heads.classify import (
-            ClassifierOptions,
-            feature_source,
-            save_confusion_png,
-            save_head,
-            source_trained,
-            train_classifier,
-        )
+    with user_errors(flags={"fine_tune_epochs": "--fine-tune", "split_seed": "--seed"}):
+        from facestyle.heads.classify import Classifier, ClassifierOptions
 
-        bb = feature_source(backbone, detector=detector, no_face=no_face, device=device, cache=not no_cache)  # type: ignore[arg-type]
-        if not source_trained(bb):
+        clf = Classifier.train(
+            data_dir,
+            backbone,
+            detector=detector,
+            no_face=no_face,  # type: ignore[arg-type]
+            options=ClassifierOptions(hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, seed=seed),
+            test_fraction=test_fraction,
+            train_per_class=train_per_class,
+            split_seed=seed,
+            fine_tune_epochs=fine_tune,
+            device=device,
+            cache=not no_cache,
+            progress=progress_fn(quiet or json),
+        )
+        if not clf.metrics["backbone_trained"]:
             note(
                 f"[yellow]warning:[/] backbone {backbone} is UNTRAINED (random weights): results are not "
                 "those of a pretrained network"
             )
-        cfg = ClassifierOptions(hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, seed=seed)
-        result = train_classifier(
-            data_dir,
-            bb,
-            cfg,
-            test_fraction,
-            train_per_class,
-            seed,
-            progress=progress_fn(quiet or json),
-            fine_tune_epochs=fine_tune,
-        )
-        save_head(result, out_path)
-        png = confusion or out_path.with_suffix(".confusion.png")
-        save_confusion_png(result.confusion, result.classes, png, title=f"{backbone}: held-out confusion")
-        m = result.metrics
+        clf.save(out_path)
+        png = clf.save_confusion_png(confusion or out_path.with_suffix(".confusion.png"))
         if json:
-            print_json(
-                {
-                    **m,
-                    "head": str(out_path),
-                    "confusion_png": str(png),
-                    "classes": result.classes,
-                    "skipped": [{"image": p, "reason": r} for p, r in result.skipped],
-                }
-            )
+            print_json({**clf.to_dict(), "head": str(out_path), "confusion_png": str(png)})
             return
-        for path, reason in result.skipped:
+        for path, reason in clf.skipped:
             err.print(f"skipped {path}: {reason}", highlight=False)
+        m = clf.metrics
         out.print(
             f"held-out accuracy {m['accuracy']:.4f} on {m['n_test']} images "
             f"({m['n_classes']} classes, {m['n_train']} training images, {m['n_skipped']} skipped)"
@@ -131,28 +123,30 @@ def classify_predict(
     top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to list per image."),
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
-    """Classify images with a trained head (its own backbone is rebuilt from the head file)."""
-    with user_errors():
-        from facestyle.heads.classify import load_head, predict_files
+    """Classify images with a trained head (its own backbone is rebuilt from the head file).
 
-        preds = predict_files(load_head(head_path), list(images), top_k=top_k, device=device)
+    One result per image on stdout (JSON: image, status ok|no_face|error, top classes, error);
+    unreadable images are reported on stderr, and the exit code is the worst image's.
+    """
+    with user_errors():
+        from facestyle.heads.classify import Classifier
+
+        preds = Classifier.load(head_path, device=device).predict(
+            list(images), top_k=top_k, progress=progress_fn(quiet or json)
+        )
+        for p in preds:
+            if p.error:
+                item_error(p.error)
         if json:
             data = [p.to_dict() for p in preds]
             print_json(data if len(data) != 1 else data[0])
         else:
             for p in preds:
-                if p.status != "ok":  # error messages already start with the path
-                    out.print(p.error if p.error else f"{p.path}: {p.status}")
-                    continue
                 ranked = ", ".join(f"{c} {prob:.3f}" for c, prob in p.top)
-                out.print(f"{p.path}: {ranked}")
-        if any(p.status != "ok" for p in preds):
-            from facestyle.errors import EXIT_BAD_INPUT, EXIT_NO_FACE
-
-            raise typer.Exit(
-                EXIT_NO_FACE if all(p.status in ("ok", "no_face") for p in preds) else EXIT_BAD_INPUT
-            )
+                out.print(f"{p.path}: {ranked if p.status == 'ok' else p.status}")
+        raise typer.Exit(worst_exit(STATUS_EXIT[p.status] for p in preds))
 
 
 @detect_head_app.command("annotate")
@@ -163,53 +157,19 @@ def detect_head_annotate(
     device: str | None = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Label images with a detector's boxes: a training set for the grid head."""
+    """Label images with a detector's boxes: a training set for the grid head (unreadable images are
+    reported on stderr and left out; the exit code then says so)."""
     with user_errors():
-        from facestyle.errors import FacestyleError
-        from facestyle.heads.grid_detect import write_csv
-        from facestyle.io.images import load_image
-        from facestyle.models.registry import detector as make_detector
+        from facestyle.heads.grid_detect import annotate, write_csv
 
-        det = make_detector(detector, device=device)
-        rows = []
-        for path in progress(images, total=len(images), label="annotate", quiet=quiet):
-            try:
-                rows.append((str(path.resolve()), det.detect(load_image(path))))
-            except FacestyleError as exc:
-                err.print(f"skipped {path}: {exc}", highlight=False)
+        rows = annotate(images, detector, device=device, progress=progress_fn(quiet))
+        for row in rows:
+            if row.error:
+                item_error(row.error)
         write_csv(out_path, rows)
-        n_faces = sum(len(f) for _, f in rows)
-        note(f"{len(rows)} images, {n_faces} boxes written to {out_path}")
-
-
-def _encode(ann_path: Path, images_root: Path | None, anchors, quiet: bool):
-    from facestyle.heads import grid_detect as gd
-
-    ann = gd.read_annotations(ann_path, images_root)
-    anchor_t = gd.GridHead(anchors=anchors).anchors
-    return ann, gd.load_and_encode(ann, gd.dlib_feature_maps(), anchor_t, progress=_bar(quiet, "features"))
-
-
-def _bar(quiet: bool, label: str):
-    def wrap(items):
-        items = list(items)
-        return progress(items, total=len(items), label=label, quiet=quiet)
-
-    return wrap
-
-
-def _parse_anchors(text: str) -> list[list[float]] | None:
-    from facestyle.errors import UsageError
-
-    if not text:
-        return None
-    try:
-        anchors = [[float(v) for v in a.split(",")] for a in text.split(":")]
-    except ValueError:
-        raise UsageError(f"--anchors must look like '2.5,3:1.5,2' (w,h in cells), got {text!r}") from None
-    if any(len(a) != 2 or min(a) <= 0 for a in anchors):
-        raise UsageError(f"--anchors must be positive w,h pairs, got {text!r}")
-    return anchors
+        n_read = sum(1 for r in rows if not r.error)
+        note(f"{n_read} images, {sum(len(r.faces) for r in rows)} boxes written to {out_path}")
+        raise typer.Exit(worst_exit(STATUS_EXIT["error" if r.error else "ok"] for r in rows))
 
 
 @detect_head_app.command("train")
@@ -221,35 +181,30 @@ def detect_head_train(
     epochs: int = typer.Option(10, "--epochs"),
     lr: float = typer.Option(2e-3, "--lr"),
     anchors: str = typer.Option("", "--anchors", help="Anchor sizes in cells, 'w,h:w,h' (default: none)."),
+    device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the grid detection head on frozen dlib ResNet features; report mAP@0.5."""
-    with user_errors():
-        from facestyle.detect.grid import save_grid_head
+    with user_errors(flags={"eval_annotations": "--eval"}):
         from facestyle.heads import grid_detect as gd
 
-        anchor_list = _parse_anchors(anchors)
-        ann, data = _encode(annotations, images_root, anchor_list, quiet or json)
-        head, log = gd.train_grid_head(
-            data, len(ann.classes), gd.GridTrainConfig(epochs=epochs, lr=lr, anchors=anchor_list)
+        options = gd.GridHeadOptions(epochs=epochs, lr=lr, anchors=gd.parse_anchors(anchors))
+        run = gd.train_grid_detector(
+            annotations,
+            eval_annotations=eval_annotations,
+            images_root=images_root,
+            options=options,
+            device=device,
+            progress=progress_fn(quiet or json),
         )
-        report = {
-            "train_images": len(data.items),
-            "train_seconds": round(log["train_seconds"], 2),
-            "final_loss": round(log["loss"][-1], 4),
-            "map50_train": gd.evaluate(head, data)["map"],
-            "classes": ann.classes,
-        }
-        if eval_annotations is not None:
-            _, held = _encode(eval_annotations, images_root, anchor_list, quiet or json)
-            report["map50_eval"] = gd.evaluate(head, held)["map"]
-            report["eval_images"] = len(held.items)
-        save_grid_head(head, ann.classes, out_path, report)
-        report["head"] = str(out_path)
+        run.save(out_path)
+        report = run.to_dict()
         if json:
-            print_json(report)
+            print_json({**report, "head": str(out_path)})
             return
+        for item in report["skipped"]:
+            err.print(f"skipped {item['image']}: {item['reason']}", highlight=False)
         out.print(
             f"trained on {report['train_images']} images in {report['train_seconds']} s; "
             f"mAP@0.5 train {report['map50_train']:.3f}"
@@ -264,27 +219,28 @@ def detect_head_eval(
     annotations: Path = typer.Argument(..., help="CSV or COCO-style JSON with the reference boxes."),
     images_root: Path | None = typer.Option(None, "--images-root"),
     iou: float = typer.Option(0.5, "--iou", help="IoU for a match."),
+    device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """mAP of a trained grid head against reference boxes."""
     with user_errors():
-        from facestyle.detect.grid import load_grid_head
-        from facestyle.heads import grid_detect as gd
+        from facestyle.heads.grid_detect import evaluate_grid_detector
 
-        head, classes, _ = load_grid_head(head_path)
-        _, data = _encode(annotations, images_root, head.anchors.tolist(), quiet or json)
-        result = gd.evaluate(head, data, iou_threshold=iou)
-        report = {
-            "map": result["map"],
-            "iou": iou,
-            "images": len(data.items),
-            "ap": {classes[k]: v for k, v in result["ap"].items() if k < len(classes)},
-        }
+        result = evaluate_grid_detector(
+            head_path,
+            annotations,
+            images_root=images_root,
+            iou=iou,
+            device=device,
+            progress=progress_fn(quiet or json),
+        )
         if json:
-            print_json(report)
-        else:
-            out.print(f"mAP@{iou:g} {report['map']:.3f} on {report['images']} images")
+            print_json(result.to_dict())
+            return
+        for image, reason in result.skipped:
+            err.print(f"skipped {image}: {reason}", highlight=False)
+        out.print(f"mAP@{iou:g} {result.map:.3f} on {result.images} images")
 
 
 @detect_head_app.command("detect")
@@ -293,17 +249,18 @@ def detect_head_detect(
     images: list[Path] = typer.Argument(..., help="Images."),
     threshold: float = typer.Option(0.5, "--threshold", help="Minimum score."),
     draw: Path | None = typer.Option(None, "--draw", help="Write a copy with the boxes (one image)."),
+    device: str | None = DeviceOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Detect faces with a trained grid head (boxes and scores, no landmarks)."""
-    with user_errors():
+    with user_errors(flags={"score_threshold": "--threshold"}):
         from facestyle.errors import UsageError
         from facestyle.io.images import load_image
         from facestyle.models.registry import detector as make_detector
 
         if draw is not None and len(images) != 1:
             raise UsageError("--draw takes exactly one input image")
-        det = make_detector("grid-head", weights=head_path, score_threshold=threshold)
+        det = make_detector("grid-head", device, weights=head_path, score_threshold=threshold)
         results = []
         for path in images:
             image = load_image(path)

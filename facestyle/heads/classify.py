@@ -1,30 +1,50 @@
 """Image classification by transfer learning: a linear or small MLP head on frozen backbone features.
 
+:class:`Classifier` is the public API::
+
+    from facestyle.heads.classify import Classifier
+
+    clf = Classifier.train("photos/", train_per_class=1)   # a folder per class
+    clf.save("head.pt")
+    Classifier.load("head.pt").predict(["photo.jpg"], top_k=3)
+
 The backbone (the feature service, :mod:`facestyle.embed.features`) turns every image into a vector
 once: a face embedder on each photo's largest face, or an image backbone pooled over the whole image.
-The head is then
-a few thousand parameters trained with cross-entropy in seconds, which is what makes "a folder per
-class, a handful of images each" workable. The data set is a directory with one sub-directory per
-class; a stratified held-out split (a fraction, or "N training images per class" for few-shot runs)
-gives the accuracy, per-class report and confusion matrix that are stored with the head.
+The head is then a few thousand parameters trained with cross-entropy in seconds, which is what makes
+"a folder per class, a handful of images each" workable. The data set is a directory with one
+sub-directory per class; a stratified held-out split (a fraction, or "N training images per class" for
+few-shot runs) gives the accuracy, per-class report and confusion matrix that are stored with the head.
+With ``fine_tune_epochs`` the dlib ResNet's last stage is trained with the classifier instead
+(:mod:`facestyle.heads.finetune`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from facestyle.embed.features import FaceFeatures, ImageFeatures, NoFacePolicy
+from facestyle.embed.features import (
+    NO_FACE_POLICIES,
+    FaceFeatures,
+    FeatureTable,
+    ImageFeatures,
+    NoFacePolicy,
+)
 from facestyle.errors import ParameterError, UsageError
+from facestyle.heads.checks import check_optimiser, require
+from facestyle.heads.finetune import LastStage, stage_inputs, tune_last_stage
 from facestyle.io.files import load_tensor_file, save_tensor_file
-from facestyle.io.folders import LabelledImages, scan_labelled_folder
+from facestyle.io.folders import scan_labelled_folder
+from facestyle.io.images import ImageLike, save_image
 from facestyle.io.progress import Progress, no_progress
 
 HEAD_FORMAT = "facestyle-classifier-head/1"
@@ -52,12 +72,9 @@ def feature_source(
 
     spec = get_model(backbone)
     if spec.kind == "embedder":
+        finder = make_detector(detector, device)
         return FaceFeatures(
-            load_embedder(backbone, device),
-            make_detector(detector, device),
-            face="largest",
-            no_face=no_face,
-            cache=cache,
+            load_embedder(backbone, device), finder, face="largest", no_face=no_face, cache=cache
         )
     if spec.build_extractor is None:
         raise ParameterError("{backbone} is a " + spec.kind + ", not a backbone", backbone=backbone)
@@ -94,6 +111,16 @@ def source_trained(source: FeatureSource) -> bool:
     return bool(source.trained) if isinstance(source, ImageFeatures) else True
 
 
+def check_split(test_fraction: float, train_per_class: int | None) -> None:
+    """The held-out share must lie strictly between 0 and 1; a few-shot count must be at least 1."""
+    require(0.0 < test_fraction < 1.0, "{test_fraction} must be between 0 and 1", test_fraction=test_fraction)
+    require(
+        train_per_class is None or train_per_class >= 1,
+        "{train_per_class} must be at least 1",
+        train_per_class=train_per_class,
+    )
+
+
 def stratified_split(
     labels: np.ndarray, test_fraction: float = 0.3, train_per_class: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +129,7 @@ def stratified_split(
     ``train_per_class`` (few-shot) takes exactly that many training images per class and tests on the
     rest; otherwise ``round(test_fraction * n)`` images per class (at least one) are held out.
     """
-    if train_per_class is None and not 0.0 < test_fraction < 1.0:
-        raise ParameterError("{test_fraction} must be between 0 and 1", test_fraction=test_fraction)
+    check_split(test_fraction, train_per_class)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for k in np.unique(labels):
@@ -157,12 +183,20 @@ class ClassifierOptions:
     standardize: bool | None = None
     seed: int = 0
 
+    def validate(self) -> None:
+        """A one-line :class:`ParameterError` for the first option out of range."""
+        check_optimiser(self.epochs, self.lr, self.weight_decay)
+        require(self.batch_size >= 1, "{batch_size} must be at least 1", batch_size=self.batch_size)
+        require(self.hidden >= 0, "{hidden} must be 0 (a linear head) or more", hidden=self.hidden)
+        require(0 <= self.dropout < 1, "{dropout} must be at least 0 and below 1", dropout=self.dropout)
+
 
 def fit_classifier_head(
     feats: np.ndarray, labels: np.ndarray, n_classes: int, config: ClassifierOptions | None = None
 ) -> ClassifierHead:
     """Fit a head with Adam + cross-entropy on ``(N, D)`` features (CPU; seconds for thousands of rows)."""
     cfg = config or ClassifierOptions()
+    cfg.validate()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     x = torch.from_numpy(np.asarray(feats, np.float32))
@@ -230,7 +264,8 @@ def per_class_report(cm: np.ndarray, classes: list[str]) -> list[dict]:
 
 
 def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix as a heat map, counts written in cells when there is room."""
+    """Row-normalised confusion matrix as a heat map, counts written in cells when there is room
+    (written atomically; PNG, JPEG, ... by the extension)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,210 +290,26 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
                     ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=fontsize, color=colour)
     ax.set_title(title or "confusion matrix (rows: true class, normalised)")
     fig.tight_layout()
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_image(path, rgb)  # the one image writer: atomic, format from the extension
 
 
 # ------------------------------------------------------------------------------------------- workflow
 
-
-@dataclass
-class ClassifierResult:
-    """A trained classifier: the head, its classes, the feature source it runs on, held-out metrics."""
-
-    head: ClassifierHead
-    classes: list[str]
-    backbone: dict
-    metrics: dict
-    confusion: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    #: With last-stage fine-tuning: state dicts of the tuned dlib ResNet block and projection.
-    fine_tuned: dict | None = None
-
-    def checkpoint(self) -> dict:
-        """Everything needed to predict later: plain tensors, strings and numbers (weights_only-safe)."""
-        head = self.head
-        hidden = head.net[0].out_features if isinstance(head.net[0], nn.Linear) else 0
-        return {
-            "format": HEAD_FORMAT,
-            "backbone": dict(self.backbone),
-            "classes": list(self.classes),
-            "arch": {
-                "in_dim": int(head.mean.shape[0]),
-                "hidden": int(hidden),
-                "n_classes": len(self.classes),
-            },
-            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-            "metrics": {k: v for k, v in self.metrics.items() if k != "per_class"},
-            "fine_tuned": self.fine_tuned,
-        }
-
-
-def train_classifier(
-    data_dir: str | Path,
-    source: FeatureSource,
-    config: ClassifierOptions | None = None,
-    test_fraction: float = 0.3,
-    train_per_class: int | None = None,
-    split_seed: int = 0,
-    progress: Progress = no_progress,
-    fine_tune_epochs: int = 0,
-) -> ClassifierResult:
-    """Scan, extract (cached), split, train, evaluate on the held-out part.
-
-    ``fine_tune_epochs`` > 0 (dlib-resnet-v1 only) also trains the backbone's last stage with the
-    classifier (:func:`facestyle.heads.finetune.tune_last_stage`) instead of a head on frozen features.
-    """
-    is_dlib = isinstance(source, FaceFeatures) and source.embedder.name == "dlib-resnet-v1"
-    if fine_tune_epochs and not is_dlib:
-        raise ParameterError(
-            "{fine_tune_epochs} tunes the dlib-resnet-v1 network's last stage: use that backbone",
-            fine_tune_epochs=fine_tune_epochs,
-        )
-    cfg = config or ClassifierOptions()
-    data = scan_labelled_folder(data_dir, min_labels=2)
-    t0 = time.perf_counter()
-    feats = source.embed(data.paths, progress)
-    t_feat = time.perf_counter() - t0
-    usable = np.flatnonzero(feats.ok)
-    skipped = [(str(data.paths[i]), feats.reason(i)) for i in np.flatnonzero(~feats.ok)]
-    if usable.size == 0:
-        raise UsageError(f"{data_dir}: no usable image (every one failed or had no face)")
-    train_idx, test_idx = stratified_split(data.labels[usable], test_fraction, train_per_class, split_seed)
-    train_idx, test_idx = usable[train_idx], usable[test_idx]
-    face = isinstance(source, FaceFeatures)
-    if cfg.standardize is None:
-        cfg = dataclasses.replace(cfg, standardize=not face)
-    t1 = time.perf_counter()
-    fine_tuned = None
-    test_feats = feats.values[test_idx]
-    if fine_tune_epochs:
-        head, fine_tuned, test_feats = _fine_tune(
-            source, data, train_idx, test_idx, fine_tune_epochs, cfg.seed
-        )
-    else:
-        head = fit_classifier_head(feats.values[train_idx], data.labels[train_idx], len(data.names), cfg)
-    t_train = time.perf_counter() - t1
-    n = len(data.names)
-    if test_idx.size:
-        pred = predict_proba(head, test_feats).argmax(axis=1)
-        cm = confusion_matrix(data.labels[test_idx], pred, n)
-        accuracy = float(np.mean(pred == data.labels[test_idx]))
-    else:
-        cm, accuracy = np.zeros((n, n), np.int64), float("nan")
-    metrics = {
-        "accuracy": accuracy,
-        "n_train": int(train_idx.size),
-        "n_test": int(test_idx.size),
-        "n_skipped": len(skipped),
-        "n_classes": n,
-        "features_computed": int(feats.computed),
-        "feature_seconds": round(t_feat, 3),
-        "train_seconds": round(t_train, 3),
-        "backbone_trained": source_trained(source),
-        "per_class": per_class_report(cm, data.names),
-        "split": {"test_fraction": test_fraction, "train_per_class": train_per_class, "seed": split_seed},
-        "head": {
-            "hidden": cfg.hidden,
-            "epochs": cfg.epochs,
-            "lr": cfg.lr,
-            "weight_decay": cfg.weight_decay,
-            "standardize": cfg.standardize,
-        },
-    }
-    if fine_tune_epochs:
-        metrics["fine_tune_epochs"] = fine_tune_epochs
-    return ClassifierResult(head, data.names, source_config(source), metrics, cm, skipped, fine_tuned)
-
-
-def _stage_inputs(source: FaceFeatures, paths: list[Path]) -> torch.Tensor:
-    """Activations entering the dlib ResNet's last block, for the chosen face of each image."""
-    from facestyle.heads.finetune import stage_inputs
-
-    chips = [r.chip for r in source.chips(paths)]
-    if any(c is None for c in chips):
-        raise UsageError("an image lost its face between feature extraction and fine-tuning")
-    return stage_inputs(source.embedder.module, np.stack(chips))
-
-
-def _fine_tune(source: FaceFeatures, data: LabelledImages, train_idx, test_idx, epochs: int, seed: int):
-    """Fine-tune; returns a ClassifierHead over the tuned embeddings, the tuned states, test embeddings."""
-    from facestyle.heads.finetune import tune_last_stage
-
-    net = source.embedder.module
-    acts_train = _stage_inputs(source, [data.paths[i] for i in train_idx])
-    model, _ = tune_last_stage(
-        acts_train, data.labels[train_idx], net, len(data.names), epochs=epochs, seed=seed
-    )
-    head = _head_from_stage(model)
-    with torch.inference_mode():
-        test_feats = (
-            model.embed(_stage_inputs(source, [data.paths[i] for i in test_idx])).numpy()
-            if len(test_idx)
-            else np.zeros((0, model.fc.out_features), np.float32)
-        )
-    states = {
-        "block": {k: v.detach().cpu() for k, v in model.block.state_dict().items()},
-        "fc": {k: v.detach().cpu() for k, v in model.fc.state_dict().items()},
-    }
-    return head, states, test_feats
-
-
-def _head_from_stage(model) -> ClassifierHead:
-    """The fine-tuned classifier as a (non-standardising) ClassifierHead over tuned embeddings."""
-    head = ClassifierHead(model.classifier.in_features, model.classifier.out_features, 0)
-    head.net[1].load_state_dict(model.classifier.state_dict())
-    return head.eval()
-
-
-def save_head(result: ClassifierResult, path: str | Path) -> Path:
-    """Write the head file atomically (readable with ``weights_only=True``)."""
-    return save_tensor_file(path, result.checkpoint())
-
-
-@dataclass
-class LoadedHead:
-    head: ClassifierHead
-    classes: list[str]
-    backbone: dict
-    metrics: dict
-    fine_tuned: dict | None = None
-
-
-def load_head(path: str | Path) -> LoadedHead:
-    """Read a head file written by :func:`save_head` (``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    ckpt = load_tensor_file(path, "head")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_FORMAT:
-        raise UsageError(f"{path}: not a facestyle classifier head (expected format {HEAD_FORMAT})")
-    arch = ckpt["arch"]
-    head = ClassifierHead(arch["in_dim"], arch["n_classes"], arch["hidden"])
-    head.load_state_dict(ckpt["state_dict"])
-    return LoadedHead(
-        head.eval(),
-        list(ckpt["classes"]),
-        dict(ckpt["backbone"]),
-        dict(ckpt["metrics"]),
-        ckpt.get("fine_tuned"),
-    )
-
-
-def _tuned_embeddings(loaded: LoadedHead, source: FaceFeatures, paths: list[Path]) -> np.ndarray:
-    from facestyle.heads.finetune import LastStage
-
-    model = LastStage(source.embedder.module, len(loaded.classes))
-    model.block.load_state_dict(loaded.fine_tuned["block"])
-    model.fc.load_state_dict(loaded.fine_tuned["fc"])
-    with torch.inference_mode():
-        return model.eval().embed(_stage_inputs(source, paths)).numpy()
+#: The registered model whose last stage ``fine_tune_epochs`` trains.
+FINE_TUNABLE = "dlib-resnet-v1"
 
 
 @dataclass
 class Prediction:
-    """Top classes of one image; ``status`` is ``ok``, ``no_face`` or ``error`` (then ``error`` says why)."""
+    """Top classes of one image; ``status`` is ``ok``, ``no_face`` or ``error`` (then ``error`` says why).
+
+    ``path`` is the file, or ``<array i>`` for the ``i``-th input given as an array.
+    """
 
     path: str
     status: str
@@ -476,28 +327,345 @@ class Prediction:
         return data
 
 
-def predict_files(
-    loaded: LoadedHead, paths: list[str | Path], top_k: int = 1, device: str | None = None
-) -> list[Prediction]:
-    """Top-``k`` classes per image, with the head's own backbone; a bad file gets a status, not a crash."""
-    if top_k < 1:
-        raise ParameterError("{top_k} must be at least 1", top_k=top_k)
-    source = source_from_config(loaded.backbone, device=device)
-    feats = source.embed([Path(p) for p in paths])
-    values = feats.values.copy()
-    ok = feats.ok
-    if loaded.fine_tuned and ok.any():
-        assert isinstance(source, FaceFeatures)
-        values[ok] = _tuned_embeddings(
-            loaded, source, [Path(p) for p, good in zip(paths, ok, strict=True) if good]
+class Classifier:
+    """A trained classifier: its head, class names, the backbone it runs on and its held-out report.
+
+    Make one with :meth:`train` (a folder with a sub-folder of images per class) or :meth:`load` (a
+    head file from :meth:`save` or ``facestyle classify train``); :meth:`predict` classifies files and
+    ``(H, W, 3)`` uint8 arrays alike, with the backbone rebuilt from the head's own description.
+    """
+
+    def __init__(
+        self,
+        head: ClassifierHead,
+        classes: Sequence[str],
+        backbone: dict,
+        metrics: dict,
+        confusion: np.ndarray | None = None,
+        skipped: Sequence[tuple[str, str]] = (),
+        fine_tuned: dict | None = None,
+        *,
+        source: FeatureSource | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.head = head.eval()
+        self.backbone = dict(backbone)
+        #: With last-stage fine-tuning: state dicts of the tuned dlib ResNet block and projection.
+        self.fine_tuned = fine_tuned
+        self._classes = list(classes)
+        self._metrics = dict(metrics)
+        self._confusion = None if confusion is None else np.asarray(confusion, np.int64)
+        self._skipped = [(str(p), str(r)) for p, r in skipped]
+        self._source = source
+        self._device = device
+        self._stage: LastStage | None = None
+
+    # -- what it knows ---------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names (the data set's sub-folder names, sorted); a prediction's index into them."""
+        return list(self._classes)
+
+    @property
+    def metrics(self) -> dict:
+        """Held-out accuracy, per-class precision/recall/F1, counts, times, split and options."""
+        return dict(self._metrics)
+
+    @property
+    def confusion(self) -> np.ndarray | None:
+        """``cm[true, predicted]`` counts on the held-out images (None in head files that lack it)."""
+        return None if self._confusion is None else self._confusion.copy()
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of the training images left out (no face, unreadable)."""
+        return list(self._skipped)
+
+    def to_dict(self) -> dict:
+        """The training report as JSON-able data (what ``classify train --json`` prints, less the
+        paths of the files it wrote)."""
+        return {
+            **self._metrics,
+            "backbone": dict(self.backbone),
+            "classes": self.classes,
+            "skipped": [{"image": p, "reason": r} for p, r in self._skipped],
+        }
+
+    def __repr__(self) -> str:
+        accuracy = self._metrics.get("accuracy", float("nan"))
+        return (
+            f"Classifier({len(self._classes)} classes on {self.backbone.get('name')}, "
+            f"held-out accuracy {accuracy:.3f})"
         )
-    k = min(top_k, len(loaded.classes))
-    out = []
-    probs = predict_proba(loaded.head, np.nan_to_num(values)) if ok.any() else None
-    for i, p in enumerate(paths):
-        if not ok[i]:
-            out.append(Prediction(str(p), feats.status[i], [], feats.errors[i]))
-            continue
-        order = np.argsort(-probs[i], kind="stable")[:k]
-        out.append(Prediction(str(p), "ok", [(loaded.classes[j], float(probs[i, j])) for j in order]))
-    return out
+
+    # -- training ------------------------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        data_dir: str | Path,
+        backbone: str = "dlib-resnet-v1",
+        *,
+        detector: str = "mtcnn",
+        no_face: NoFacePolicy = "skip",
+        options: ClassifierOptions | None = None,
+        test_fraction: float = 0.3,
+        train_per_class: int | None = None,
+        split_seed: int = 0,
+        fine_tune_epochs: int = 0,
+        device: str | None = None,
+        cache: bool = True,
+        progress: Progress = no_progress,
+    ) -> Classifier:
+        """Scan ``data_dir`` (``data_dir/<class>/<image>``), embed every image (cached), split, train
+        the head and score it on the held-out part.
+
+        ``backbone``: a face embedder (``dlib-resnet-v1``, ``facenet-vggface2``: each photo's largest
+        face found by ``detector``; ``no_face="whole"`` uses the whole image where none is found) or an
+        image backbone (``vgg19-imagenet``: the whole image). ``train_per_class`` (few-shot) trains on
+        exactly that many images per class; otherwise ``test_fraction`` of each class is held out.
+        ``fine_tune_epochs`` > 0 (dlib-resnet-v1 only) also trains the network's last stage with the
+        classifier. Every parameter is checked before a network is built.
+        """
+        from facestyle.device import resolve_device
+
+        cfg = options or ClassifierOptions()
+        cfg.validate()
+        check_split(test_fraction, train_per_class)
+        require(no_face in NO_FACE_POLICIES, "{no_face} is not a policy; use skip or whole", no_face=no_face)
+        require(
+            fine_tune_epochs >= 0,
+            "{fine_tune_epochs} must be 0 (no fine-tuning) or more",
+            fine_tune_epochs=fine_tune_epochs,
+        )
+        require(
+            not fine_tune_epochs or backbone == FINE_TUNABLE,
+            "{fine_tune_epochs} tunes the last stage of " + FINE_TUNABLE + ", not of {backbone}",
+            fine_tune_epochs=fine_tune_epochs,
+            backbone=backbone,
+        )
+        resolve_device(device)
+        data = scan_labelled_folder(data_dir, min_labels=2)
+        source = feature_source(backbone, detector=detector, no_face=no_face, device=device, cache=cache)
+        if fine_tune_epochs:
+            table, acts = _chip_activations(source, data.paths, progress)  # type: ignore[arg-type]
+        else:
+            table, acts = source.embed(data.paths, progress), None
+        usable = np.flatnonzero(table.ok)
+        skipped = [(table.paths[i], table.reason(i)) for i in np.flatnonzero(~table.ok)]
+        if usable.size == 0:
+            raise UsageError(f"{data_dir}: no usable image (every one failed or had no face)")
+        # Positions among the usable images (the rows of ``acts``), then indices into the data set.
+        train_pos, test_pos = stratified_split(
+            data.labels[usable], test_fraction, train_per_class, split_seed
+        )
+        train_idx, test_idx = usable[train_pos], usable[test_pos]
+        if cfg.standardize is None:
+            cfg = dataclasses.replace(cfg, standardize=not isinstance(source, FaceFeatures))
+        n = len(data.names)
+        t0 = time.perf_counter()
+        fine_tuned = None
+        if acts is not None:
+            stage, _ = tune_last_stage(
+                acts[torch.from_numpy(train_pos)],
+                data.labels[train_idx],
+                source.embedder.module,  # type: ignore[union-attr]
+                n,
+                epochs=fine_tune_epochs,
+                seed=cfg.seed,
+            )
+            head, fine_tuned = _head_from_stage(stage), _stage_states(stage)
+            with torch.inference_mode():
+                test_feats = stage.embed(acts[torch.from_numpy(test_pos)]).numpy()
+        else:
+            head = fit_classifier_head(table.values[train_idx], data.labels[train_idx], n, cfg)
+            test_feats = table.values[test_idx]
+        t_train = time.perf_counter() - t0
+        if test_idx.size:
+            pred = predict_proba(head, test_feats).argmax(axis=1)
+            cm = confusion_matrix(data.labels[test_idx], pred, n)
+            accuracy = float(np.mean(pred == data.labels[test_idx]))
+        else:
+            cm, accuracy = np.zeros((n, n), np.int64), float("nan")
+        metrics = {
+            "accuracy": accuracy,
+            "n_train": int(train_idx.size),
+            "n_test": int(test_idx.size),
+            "n_skipped": len(skipped),
+            "n_classes": n,
+            "features_computed": int(table.computed),
+            "feature_seconds": round(table.seconds, 3),
+            "train_seconds": round(t_train, 3),
+            "backbone_trained": source_trained(source),
+            "per_class": per_class_report(cm, data.names),
+            "split": {"test_fraction": test_fraction, "train_per_class": train_per_class, "seed": split_seed},
+            "options": dataclasses.asdict(cfg),
+        }
+        if fine_tune_epochs:
+            metrics["fine_tune_epochs"] = fine_tune_epochs
+        return cls(
+            head,
+            data.names,
+            source_config(source),
+            metrics,
+            cm,
+            skipped,
+            fine_tuned,
+            source=source,
+            device=device,
+        )
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the head file atomically: plain tensors, strings and numbers (``weights_only``-safe),
+        with the backbone's description, the report, the confusion matrix and the skipped images."""
+        head = self.head
+        hidden = head.net[0].out_features if isinstance(head.net[0], nn.Linear) else 0
+        return save_tensor_file(
+            path,
+            {
+                "format": HEAD_FORMAT,
+                "backbone": dict(self.backbone),
+                "classes": self.classes,
+                "arch": {
+                    "in_dim": int(head.mean.shape[0]),
+                    "hidden": int(hidden),
+                    "n_classes": len(self._classes),
+                },
+                "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+                "metrics": {k: v for k, v in self._metrics.items() if k != "per_class"},
+                "confusion": None if self._confusion is None else torch.from_numpy(self._confusion),
+                "skipped": [list(s) for s in self._skipped],
+                "fine_tuned": self.fine_tuned,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> Classifier:
+        """Read a head file (``weights_only=True``: no code is unpickled). The backbone is built on
+        ``device`` at the first :meth:`predict`."""
+        from facestyle.device import resolve_device
+
+        resolve_device(device)
+        path = Path(path)
+        ckpt = load_tensor_file(path, "classifier head")
+        if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_FORMAT:
+            raise UsageError(f"{path}: not a facestyle classifier head (expected format {HEAD_FORMAT})")
+        arch = ckpt["arch"]
+        head = ClassifierHead(arch["in_dim"], arch["n_classes"], arch["hidden"])
+        head.load_state_dict(ckpt["state_dict"])
+        classes = list(ckpt["classes"])
+        metrics = dict(ckpt["metrics"])
+        confusion = ckpt.get("confusion")
+        if confusion is not None:
+            confusion = confusion.numpy()
+            metrics["per_class"] = per_class_report(confusion, classes)
+        return cls(
+            head,
+            classes,
+            dict(ckpt["backbone"]),
+            metrics,
+            confusion,
+            [tuple(s) for s in ckpt.get("skipped") or []],
+            ckpt.get("fine_tuned"),
+            device=device,
+        )
+
+    def save_confusion_png(self, path: str | Path, title: str | None = None) -> Path:
+        """The held-out confusion matrix as a row-normalised heat map (:func:`save_confusion_png`)."""
+        if self._confusion is None:
+            raise UsageError("this head file holds no confusion matrix (it predates them)")
+        title = title or f"{self.backbone.get('name')}: held-out confusion"
+        return save_confusion_png(self._confusion, self._classes, path, title=title)
+
+    # -- prediction ----------------------------------------------------------------------------------
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], top_k: int = 1, progress: Progress = no_progress
+    ) -> list[Prediction]:
+        """The ``top_k`` classes of each image (paths and/or ``(H, W, 3)`` uint8 arrays; one image may
+        be passed alone), most probable first. An image without a face or that cannot be read gets a
+        ``no_face`` or ``error`` status instead of an exception."""
+        require(top_k >= 1, "{top_k} must be at least 1", top_k=top_k)
+        items = _image_list(images)
+        source = self._feature_source()
+        if self.fine_tuned:
+            table, acts = _chip_activations(source, items, progress)  # type: ignore[arg-type]
+            with torch.inference_mode():
+                table.values[table.ok] = self._last_stage(source).embed(acts).numpy()
+        else:
+            table = source.embed(items, progress)
+        ok = table.ok
+        probs = np.zeros((len(items), len(self._classes)), np.float32)
+        if ok.any():
+            probs[ok] = predict_proba(self.head, table.values[ok])
+        k = min(top_k, len(self._classes))
+        out = []
+        for i, label in enumerate(table.paths):
+            if not ok[i]:
+                out.append(Prediction(label, table.status[i], [], table.errors[i]))
+                continue
+            order = np.argsort(-probs[i], kind="stable")[:k]
+            out.append(Prediction(label, "ok", [(self._classes[j], float(probs[i, j])) for j in order]))
+        return out
+
+    def _feature_source(self) -> FeatureSource:
+        """The backbone the head was trained on (as trained, or rebuilt from the head file, uncached)."""
+        if self._source is None:
+            self._source = source_from_config(self.backbone, device=self._device, cache=False)
+        return self._source
+
+    def _last_stage(self, source: FaceFeatures) -> LastStage:
+        if self._stage is None:
+            stage = LastStage(source.embedder.module, len(self._classes))  # type: ignore[arg-type]
+            stage.block.load_state_dict(self.fine_tuned["block"])  # type: ignore[index]
+            stage.fc.load_state_dict(self.fine_tuned["fc"])  # type: ignore[index]
+            self._stage = stage.eval()
+        return self._stage
+
+
+def _image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """One path or array -> a list of one; a sequence (or an ``(N, H, W, 3)`` array) -> a list."""
+    if isinstance(images, str | os.PathLike) or (isinstance(images, np.ndarray) and images.ndim < 4):
+        return [images]
+    return list(images)
+
+
+def _chip_activations(
+    source: FaceFeatures, items: Sequence[ImageLike], progress: Progress = no_progress
+) -> tuple[FeatureTable, torch.Tensor]:
+    """Each image's chosen face as the activations entering the dlib ResNet's last block (one row per
+    image with a face, in order; CPU), and a table saying which images have one (values NaN, to be
+    filled with the tuned stage's embeddings)."""
+    t0 = time.perf_counter()
+    results = source.chips(items, progress)
+    good = [r.chip for r in results if r.status == "ok"]
+    size = source.embedder.input_size  # type: ignore[attr-defined]
+    acts = stage_inputs(
+        source.embedder.module,  # type: ignore[attr-defined]
+        np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8),
+    )
+    n = len(results)
+    table = FeatureTable(
+        [r.path for r in results],
+        np.full((n, source.embedder.embedding_size), np.nan, np.float32),
+        [r.status for r in results],
+        [r.error for r in results],
+        np.array([r.box for r in results], np.float32).reshape(-1, 4),
+        computed=len(good),
+    )
+    table.seconds = time.perf_counter() - t0
+    return table, acts
+
+
+def _stage_states(stage: LastStage) -> dict:
+    """The tuned block's and projection's weights, as CPU state dicts (what the head file stores)."""
+    return {
+        "block": {k: v.detach().cpu() for k, v in stage.block.state_dict().items()},
+        "fc": {k: v.detach().cpu() for k, v in stage.fc.state_dict().items()},
+    }
+
+
+def _head_from_stage(stage: LastStage) -> ClassifierHead:
+    """The fine-tuned classifier as a (non-standardising) ClassifierHead over tuned embeddings."""
+    head = ClassifierHead(stage.classifier.in_features, stage.classifier.out_features, 0)
+    head.net[1].load_state_dict(stage.classifier.state_dict())
+    return head.eval()

@@ -1,19 +1,22 @@
 """The YOLO-style grid head: target encoding by hand, decode(encode(box)) == box, annotation files,
-and a tiny real training run (MTCNN boxes on 48 LFW images) that must fit its training set."""
+options and anchors, a tiny real training run (MTCNN boxes on 48 LFW images) that must fit its training
+set, the annotate -> train -> save -> evaluate workflow as library calls, and the CLI over it."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from facestyle.detect.base import DetectedFace
 from facestyle.detect.boxes import iou_matrix
-from facestyle.errors import UsageError
+from facestyle.detect.faces import Face
+from facestyle.detect.grid import decode, load_grid_head, save_grid_head
+from facestyle.errors import ParameterError, UsageError
 from facestyle.heads import grid_detect as gd
 
 
@@ -58,7 +61,7 @@ def test_decode_inverts_encode_on_non_square_image() -> None:
     boxes = np.array([[30, 40, 120, 150], [300, 20, 380, 120]], np.float32)
     anchors = torch.tensor([[1.0, 1.0], [3.0, 4.0]])
     mask, tbox, _ = gd.encode_targets(boxes, np.array([0, 0]), (400, 200), 8, anchors)
-    out_boxes, scores, labels = gd.decode(_perfect_prediction(mask, tbox), anchors, (400, 200), 0.5)
+    out_boxes, scores, labels = decode(_perfect_prediction(mask, tbox), anchors, (400, 200), 0.5)
     assert len(out_boxes) == 2 and (scores > 0.99).all() and (labels == 0).all()
     ious = iou_matrix(boxes, out_boxes).max(axis=1)
     assert (ious > 0.999).all(), ious
@@ -111,6 +114,43 @@ def test_read_csv_and_coco_agree(tmp_path: Path) -> None:
         gd.read_annotations(tmp_path / "bad.json")
 
 
+def test_relabelled_maps_class_names(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,5,5,dog\na.jpg,1,1,6,6,cat\n")
+    ann = gd.read_annotations(tmp_path / "a.csv")
+    assert ann.classes == ["cat", "dog"] and ann.items[0].labels.tolist() == [1, 0]
+    moved = ann.relabelled(["dog", "cat", "bird"])
+    assert moved.classes == ["dog", "cat", "bird"] and moved.items[0].labels.tolist() == [0, 1]
+    with pytest.raises(UsageError, match="not among the head's classes"):
+        ann.relabelled(["face"])
+
+
+def test_parse_anchors_and_options() -> None:
+    assert gd.parse_anchors("") is None
+    assert gd.parse_anchors("2.5,3:1.5,2") == [[2.5, 3.0], [1.5, 2.0]]
+    for bad in ("x", "1,2,3", "1,-1", "1,nan", ":"):
+        with pytest.raises(ParameterError, match=r"anchors='.*' must be positive w,h pairs"):
+            gd.parse_anchors(bad)
+    gd.GridHeadOptions(anchors=[[1.0, 2.0]]).validate()
+    for bad_options, name in [
+        (gd.GridHeadOptions(epochs=0), "epochs=0"),
+        (gd.GridHeadOptions(batch_size=1), "batch_size=1"),
+        (gd.GridHeadOptions(lr=0.0), "lr=0.0"),
+        (gd.GridHeadOptions(anchors=[[1.0, 0.0]]), "anchors=[[1.0, 0.0]]"),
+    ]:
+        with pytest.raises(ParameterError, match=re.escape(name)):
+            bad_options.validate()
+
+
+def test_workflow_checks_parameters_first(tmp_path: Path) -> None:
+    # The annotation file does not exist: the options are checked before anything is read or built.
+    with pytest.raises(ParameterError, match="epochs=0"):
+        gd.train_grid_detector(tmp_path / "missing.csv", options=gd.GridHeadOptions(epochs=0))
+    with pytest.raises(ParameterError, match="iou=0.0"):
+        gd.evaluate_grid_detector(tmp_path / "missing.pt", tmp_path / "missing.csv", iou=0.0)
+    with pytest.raises(UsageError, match="no such annotation file"):
+        gd.train_grid_detector(tmp_path / "missing.csv")
+
+
 # ------------------------------------------------------------------------------------------ real run
 
 N_IMAGES = 48
@@ -118,35 +158,65 @@ N_IMAGES = 48
 
 @pytest.fixture(scope="module")
 def mtcnn_csv(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from facestyle.detect import get_detector
-    from facestyle.io.images import load_image
-
     paths = sorted((lfw_dir / "images").glob("*/*.jpg"))[::61][:N_IMAGES]
-    det = get_detector("mtcnn")
-    rows = [(str(p), det.detect(load_image(p))) for p in paths]
+    rows = gd.annotate(paths, "mtcnn")
+    assert [r.image for r in rows] == [str(p.resolve()) for p in paths] and not any(r.error for r in rows)
     return gd.write_csv(tmp_path_factory.mktemp("grid") / "mtcnn.csv", rows)
 
 
 def test_tiny_training_run_fits_its_boxes(mtcnn_csv: Path, tmp_path: Path) -> None:
     ann = gd.read_annotations(mtcnn_csv)
     assert len(ann.items) == N_IMAGES and sum(len(i.boxes) for i in ann.items) >= N_IMAGES
-    backbone = gd.DlibFeatureMap()
-    data = gd.load_and_encode(ann, backbone, torch.tensor([[1.0, 1.0]]))
-    assert tuple(data.feats.shape[1:]) == (128, 8, 8)
-    head, log = gd.train_grid_head(data, 1, gd.GridTrainConfig(epochs=60, batch_size=16, lr=3e-3))
+    data = gd.load_and_encode(ann, gd.dlib_feature_maps(), torch.tensor([[1.0, 1.0]]))
+    assert tuple(data.feats.shape[1:]) == (128, 8, 8) and data.feats.device.type == "cpu"
+    head, log = gd.fit_grid_head(data, 1, gd.GridHeadOptions(epochs=60, batch_size=16, lr=3e-3))
     assert log["loss"][-1] < 0.5 * log["loss"][0]
     result = gd.evaluate(head, data)
     # Measured 1.00 for seeds 0, 1, 2: a head this size must at least fit 48 training images.
     assert result["map"] >= 0.8, result
-    # Saved and reloaded as a Detector, it finds the main face of a training image.
-    path = gd.save_grid_head(head, ann.classes, tmp_path / "grid.pt")
-    det = gd.GridHeadDetector(path, score_threshold=0.3)
+    # Saved and reloaded as a detector through the registry, it finds the main face of a training image.
     from facestyle.io.images import load_image
+    from facestyle.models.registry import detector
 
+    path = save_grid_head(head, ann.classes, tmp_path / "grid.pt")
+    det = detector(path, score_threshold=0.3)
     item = max(ann.items, key=lambda i: len(i.boxes))
     faces = det.detect(load_image(item.image))
-    assert isinstance(faces[0], DetectedFace)
+    assert isinstance(faces[0], Face)
     assert iou_matrix(item.boxes, np.stack([f.box for f in faces])).max() >= 0.5
+
+
+def test_library_workflow(mtcnn_csv: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    """annotate -> write_csv -> train_grid_detector -> save -> evaluate_grid_detector, no CLI."""
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    face = sorted((lfw_dir / "images").glob("*/*.jpg"))[0]
+    rows = gd.annotate([junk, face], "haar")
+    assert rows[0].error and "junk.jpg" in rows[0].error and rows[0].faces == []
+    assert rows[1].error is None and rows[1].image == str(face.resolve())
+    lines = gd.write_csv(tmp_path / "two.csv", rows).read_text().splitlines()
+    assert lines[0] == "image,x1,y1,x2,y2,label,score" and all(str(face.resolve()) in x for x in lines[1:])
+
+    seen: list[str] = []
+
+    def progress(items, total, label):
+        seen.append(label)
+        return items
+
+    run = gd.train_grid_detector(
+        mtcnn_csv, eval_annotations=mtcnn_csv, options=gd.GridHeadOptions(epochs=5), progress=progress
+    )
+    report = run.to_dict()
+    assert report["train_images"] == report["eval_images"] == N_IMAGES and report["classes"] == ["face"]
+    assert report["map50_eval"] == pytest.approx(report["map50_train"]) and 0.0 <= report["map50_train"] <= 1
+    assert report["options"]["epochs"] == 5 and len(run.losses) == 5 and report["skipped"] == []
+    assert run.seconds >= report["train_seconds"] and seen == ["grid-head features"] * 2
+    path = run.save(tmp_path / "grid.pt")
+    head, classes, stored = load_grid_head(path)
+    assert classes == ["face"] and stored["map50_train"] == report["map50_train"]
+    result = gd.evaluate_grid_detector(path, mtcnn_csv)
+    assert result.images == N_IMAGES and result.map == pytest.approx(report["map50_train"], abs=1e-6)
+    assert result.to_dict()["ap"] == {"face": pytest.approx(result.map)} and set(result.recall) == {"face"}
 
 
 def test_cli_train_and_eval(mtcnn_csv: Path, tmp_path: Path) -> None:
@@ -168,4 +238,24 @@ def test_cli_train_and_eval(mtcnn_csv: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["detect-head", "train", str(tmp_path / "missing.csv"), "--out", str(head)])
     assert res.exit_code != 0 and "Traceback" not in res.output
     res = runner.invoke(app, ["detect-head", "train", str(mtcnn_csv), "--out", str(head), "--anchors", "x"])
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "--anchors x must be positive w,h pairs" in res.stderr
+    res = runner.invoke(app, ["detect-head", "eval", str(head), str(mtcnn_csv), "--iou", "0"])
+    assert res.exit_code == 2 and "--iou 0.0 must be above 0" in res.stderr and "Traceback" not in res.output
+
+
+def test_cli_annotate_reports_unreadable_images(lfw_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facestyle.cli import app
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    face = sorted((lfw_dir / "images").glob("*/*.jpg"))[0]
+    out_csv = tmp_path / "boxes.csv"
+    res = CliRunner().invoke(
+        app, ["detect-head", "annotate", str(face), str(junk), "--out", str(out_csv), "-d", "haar"]
+    )
+    assert res.exit_code == 5, res.output
+    assert "junk.jpg" in res.stderr and "Traceback" not in res.output
+    ann = gd.read_annotations(out_csv)
+    assert [i.image for i in ann.items] == [face.resolve()] and len(ann.items[0].boxes) >= 1
