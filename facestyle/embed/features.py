@@ -153,7 +153,8 @@ class _Store:
         }
         # An unwritable cache only costs the next run its time.
         with contextlib.suppress(OSError):
-            atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays), ".npz")
+            # Embeddings of people's photos are biometric data: owner-only, like a gallery.
+            atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays), ".npz", mode=0o600)
         self.dirty = False
 
 

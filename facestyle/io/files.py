@@ -20,10 +20,27 @@ from typing import Any
 from facestyle.errors import UsageError
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any], suffix: str = ".tmp") -> Path:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it where the OS allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only a fallback)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[str], Any], suffix: str = ".tmp", mode: int | None = None
+) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``; returns ``path``.
 
-    ``suffix`` lets writers that insist on an extension (``np.savez`` adds ``.npz``) keep it.
+    ``suffix`` lets writers that insist on an extension (``np.savez`` adds ``.npz``) keep it. The file
+    gets ``mode`` (e.g. ``0o600`` for biometric data), else the permissions any new file gets here
+    (``0o666`` less the umask), not the temporary file's owner-only ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +48,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any], suff
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

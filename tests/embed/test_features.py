@@ -80,6 +80,7 @@ def test_cache_serves_what_it_computed_and_recomputes_an_edited_file(pipe: FaceP
     assert first.computed == 3
     again = pipe.features().embed(photos)  # a new service: only the disk cache is shared
     assert again.computed == 0
+    assert {f.stat().st_mode & 0o777 for f in cache_root().glob("*.npz")} == {0o600}  # biometric data
     np.testing.assert_array_equal(again.values, first.values)
     # Replace one photo's content by another photo's: its row must follow the new content.
     shutil.copy(photos[1], photos[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -83,3 +85,23 @@ def test_huge_image_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError, match="more than the"):
         load_image(path, max_pixels=5_000_000)
     assert load_image(path, max_pixels=6_000_000).shape == (2000, 3000, 3)
+
+
+def test_written_files_follow_the_umask_and_caches_of_faces_are_owner_only(tmp_path) -> None:
+    import os
+
+    from facestyle.io.files import atomic_write
+    from facestyle.io.images import save_image
+
+    old = os.umask(0o022)
+    try:
+        out = save_image(tmp_path / "out.png", np.zeros((4, 4, 3), np.uint8))
+        assert out.stat().st_mode & 0o777 == 0o644
+        secret = atomic_write(tmp_path / "emb.bin", lambda tmp: Path(tmp).write_bytes(b"x"), mode=0o600)
+        assert secret.stat().st_mode & 0o777 == 0o600
+        os.umask(0o077)
+        private = save_image(tmp_path / "private.png", np.zeros((4, 4, 3), np.uint8))
+        assert private.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left"
