@@ -193,14 +193,22 @@ _VGG19_TAPS = tuple(
     for block, convs in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
     for kind, i in [*(("relu", i) for i in range(1, convs + 1)), ("pool", 0)]
 )
-# jcjohnson/neural-style's layers: Gram matrices at relu1_1..relu5_1, content at relu4_2.
-_JCJ_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-_JCJ_CONTENT = ("relu4_2",)
+#: What every VGG19 entry shares: ImageNet input, its taps, jcjohnson/neural-style's style layers
+#: (Gram matrices at relu1_1..relu5_1) and content layer (relu4_2), and relu5_4 pooled for classifying.
+_VGG19: dict = {
+    "kind": "backbone",
+    "input_size": 224,
+    "normalize": _IMAGENET,
+    "taps": _VGG19_TAPS,
+    "style_taps": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+    "content_taps": ("relu4_2",),
+    "feature_tap": "relu5_4",
+    "feature_size": 224,
+}
 
 VGG19_IMAGENET = register(
     ModelSpec(
         name="vgg19-imagenet",
-        kind="backbone",
         description="torchvision VGG19 (ImageNet-1k, top-1 72.38%): the quality default for style transfer",
         licence="CC-BY-4.0 (Simonyan & Zisserman); torchvision BSD-3",
         files=(
@@ -213,34 +221,21 @@ VGG19_IMAGENET = register(
         ),
         build=builders.vgg19_imagenet,
         build_extractor=builders.vgg19_imagenet,
-        input_size=224,
-        normalize=_IMAGENET,
-        taps=_VGG19_TAPS,
-        style_taps=_JCJ_STYLE,
-        content_taps=_JCJ_CONTENT,
-        feature_tap="relu5_4",
-        feature_size=224,
+        **_VGG19,
     )
 )
 
 VGG19_RANDOM = register(
     ModelSpec(
         name="vgg19-random",
-        kind="backbone",
         description=(
             "VGG19 with seeded RANDOM weights (untrained; He, Wang & Hopcroft 2016): offline demo and timing"
         ),
         licence="no weights (seeded Kaiming-normal initialisation)",
         build=builders.vgg19_random,
         build_extractor=builders.vgg19_random,
-        input_size=224,
-        normalize=_IMAGENET,
-        taps=_VGG19_TAPS,
-        style_taps=_JCJ_STYLE,
-        content_taps=_JCJ_CONTENT,
-        feature_tap="relu5_4",
-        feature_size=224,
         trained=False,
+        **_VGG19,
     )
 )
 
