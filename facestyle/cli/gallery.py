@@ -15,8 +15,10 @@ from pathlib import Path
 import typer
 
 from facestyle.cli._common import (
+    STATUS_EXIT,
     JsonOpt,
     QuietOpt,
+    describe,
     item_error,
     note,
     out,
@@ -25,12 +27,7 @@ from facestyle.cli._common import (
     user_errors,
     worst_exit,
 )
-from facestyle.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_NO_FACE,
-    EXIT_NO_MATCH,
-    EXIT_OK,
-)
+from facestyle.errors import EXIT_NO_MATCH, EXIT_OK
 
 GalleryOpt = typer.Option(
     None,
@@ -56,37 +53,25 @@ ThresholdOpt = typer.Option(
 )
 
 
-def _model_for(gallery: Path | None, model: str | None, must_exist: bool) -> str:
-    """The embedder to load: ``--model``, else the existing gallery's, else the default."""
-    from facestyle.gallery import Gallery, resolve_gallery_path
+def _open_for_photos(
+    gallery: Path | None, model: str | None, detector: str, device: str | None, create: bool
+):
+    """The gallery with a face pipeline on its own model (a different --model is refused first)."""
+    from facestyle.gallery.faces import open_for_photos
 
-    path = resolve_gallery_path(gallery)
-    if (path / "gallery.sqlite").exists() or must_exist:
-        # Refuses a --model other than the gallery's before any model is loaded.
-        with Gallery.open(path, read_only=True, model=model or None) as g:
-            if g.model:
-                return g.model
-    return model or "dlib-resnet-v1"
+    return open_for_photos(
+        gallery, model=model, detector=detector, device=device, create=create, autosave=False, on_note=note
+    )
 
 
-def _pipeline(model: str, detector: str, device: str | None):
-    from facestyle.api import FacePipeline
-
-    return FacePipeline(model, detector, device=device)
-
-
-def _print_faces(answer: dict) -> None:
-    if answer["status"] != "ok":
-        out.print(
-            f"{answer['image']}: {answer['status']}" + (f" ({answer['error']})" if "error" in answer else "")
-        )
-        return
-    for i, face in enumerate(answer["faces"]):
-        who = face["identity"] or "unknown"
-        score = "-" if face["score"] is None else f"{face['score']:.4f}"
-        others = ", ".join(f"{c['name']} {c['score']:.3f}" for c in face["candidates"][1:])
+def _print_faces(answer) -> None:
+    """The human lines of an :class:`~facestyle.gallery.results.Identification`."""
+    for i, fm in enumerate(answer.faces):
+        who = fm.identity or "unknown"
+        score = "-" if fm.score is None else f"{fm.score:.4f}"
+        others = ", ".join(f"{c.name} {c.score:.3f}" for c in fm.candidates[1:])
         tail = f"  (next: {others})" if others else ""
-        prefix = f"{answer['image']}" + (f" face {i + 1}" if len(answer["faces"]) > 1 else "")
+        prefix = answer.image + (f" face {i + 1}" if len(answer.faces) > 1 else "")
         out.print(f"{prefix}: {who} {score}{tail}")
 
 
@@ -104,26 +89,24 @@ def enroll(
     """Enroll NAME from one or more photos (one face each). Re-enrolling the same photo adds nothing."""
     with user_errors():
         from facestyle.errors import FacestyleError
-        from facestyle.gallery.faces import enroll_image, open_gallery
+        from facestyle.gallery.results import ImageAnswer
 
-        pipe = _pipeline(_model_for(gallery, model, must_exist=False), detector, device)
         codes: list[int] = []
-        with open_gallery(gallery, pipe, autosave=False, on_note=note) as g:
+        with _open_for_photos(gallery, model, detector, device, create=True) as g:
             for path in progress(images, total=len(images), label="enroll", quiet=quiet or json):
                 try:
-                    answer = enroll_image(g, name, path, pipe, largest=largest)
+                    answer = g.enroll_image(name, path, largest=largest)
                     codes.append(EXIT_OK)
                 except FacestyleError as exc:
-                    status = "no_face" if exc.exit_code == EXIT_NO_FACE else "error"
-                    answer = {"image": str(path), "status": status, "faces": [], "error": str(exc)}
+                    answer = ImageAnswer.failed(path, exc, describe(exc))
                     codes.append(exc.exit_code)
                     if not json:
                         item_error(exc)
                 if json:
-                    print_json(answer)
-                elif answer["status"] == "ok":
-                    what = "already enrolled" if answer["duplicate"] else f"template {answer['template_id']}"
-                    out.print(f"{answer['image']}: enrolled {name!r} ({what})")
+                    print_json(answer.to_dict())
+                elif answer.status == "ok":
+                    what = "already enrolled" if answer.duplicate else f"template {answer.template_id}"
+                    out.print(f"{answer.image}: enrolled {answer.name!r} ({what})")
         raise typer.Exit(worst_exit(codes))
 
 
@@ -139,20 +122,17 @@ def verify(
 ) -> None:
     """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
     with user_errors():
-        from facestyle.gallery.faces import open_gallery, verify_image
-
-        pipe = _pipeline(_model_for(gallery, model, must_exist=True), detector, device)
-        with open_gallery(gallery, pipe, create=False, autosave=False, on_note=note) as g:
-            answer = verify_image(g, name, image, pipe, threshold=threshold)
+        with _open_for_photos(gallery, model, detector, device, create=False) as g:
+            answer = g.verify_image(name, image, threshold=threshold)
         if json:
-            print_json(answer)
+            print_json(answer.to_dict())
         else:
-            score = answer["faces"][0]["score"]
-            verdict = "match" if answer["match"] else "no match"
+            verdict = "match" if answer.match else "no match"
             out.print(
-                f"{image}: {verdict} for {name!r}: similarity {score:.4f} (threshold {answer['threshold']})"
+                f"{answer.image}: {verdict} for {answer.claimed!r}: similarity {answer.score:.4f} "
+                f"(threshold {answer.threshold})"
             )
-        raise typer.Exit(EXIT_OK if answer["match"] else EXIT_NO_MATCH)
+        raise typer.Exit(EXIT_OK if answer.match else EXIT_NO_MATCH)
 
 
 def identify(
@@ -168,25 +148,17 @@ def identify(
 ) -> None:
     """1:N search: who is in each photo? "unknown" below the threshold. Exit 0 all known, 1 any unknown."""
     with user_errors():
-        from facestyle.gallery.faces import identify_images, open_gallery
-
-        pipe = _pipeline(_model_for(gallery, model, must_exist=True), detector, device)
         codes: list[int] = []
-        with open_gallery(gallery, pipe, create=False, autosave=False, on_note=note) as g:
-            answers = identify_images(g, images, pipe, top_k=top_k, threshold=threshold)
+        with _open_for_photos(gallery, model, detector, device, create=False) as g:
+            answers = g.identify_images(images, top_k=top_k, threshold=threshold)
             for answer in progress(answers, total=len(images), label="identify", quiet=quiet or json):
-                if answer["status"] == "error":
-                    codes.append(EXIT_BAD_INPUT)
-                    if not json:
-                        item_error(answer["error"])
-                elif answer["status"] == "no_face":
-                    codes.append(EXIT_NO_FACE)
-                else:
-                    known = all(f["identity"] is not None for f in answer["faces"])
-                    codes.append(EXIT_OK if known else EXIT_NO_MATCH)
+                code = STATUS_EXIT[answer.status]
+                codes.append(EXIT_NO_MATCH if code == EXIT_OK and not answer.known else code)
+                if answer.status == "error" and not json:
+                    item_error(answer.error or "error")
                 if json:
-                    print_json(answer)
-                elif answer["status"] != "error":
+                    print_json(answer.to_dict())
+                elif answer.status != "error":
                     _print_faces(answer)
         raise typer.Exit(worst_exit(codes))
 

@@ -1,154 +1,83 @@
-"""Photos in, gallery answers out: the glue between :class:`FacePipeline` and :class:`Gallery`.
+"""A gallery opened for photos: the face pipeline built with the gallery's own model.
 
-Kept apart from :mod:`facestyle.gallery.gallery` so that the gallery core (and ``facestyle gallery
-list``) never imports torch. Every function returns plain dicts in the documented ``--json`` shape::
+The one module of the gallery that imports :mod:`facestyle.api` (and so torch). The rule for which
+embedder a gallery is used with lives here, once:
 
-    {"image": str, "status": "ok" | "no_face" | "error", "faces": [
-        {"box": [x1, y1, x2, y2], "identity": str | None, "score": float | None,
-         "candidates": [{"name": str, "score": float}, ...]}], "error": str (only on error)}
+1. the model asked for, if any; a gallery bound to another model refuses it *before* any network
+   is loaded (a one-line :class:`GalleryError`);
+2. else the model the existing gallery is bound to;
+3. else :data:`DEFAULT_MODEL`.
 
-Choices the issue left open: ``verify`` uses the largest face of the probe photo (the claimed person
-is normally the subject of the photo, as in ``facestyle compare``); ``identify`` answers for every face.
+>>> with open_for_photos("my-gallery") as g:          # doctest: +SKIP
+...     g.enroll_image("alice", "alice.jpg")
+...     g.identify_image("probe.jpg").to_dict()
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+from facestyle.api import FacePipeline
+from facestyle.detect.faces import Detector
+from facestyle.gallery.gallery import (
+    Gallery,
+    bound_model,
+    gallery_exists,
+    model_mismatch,
+    no_gallery_here,
+    resolve_gallery_path,
+)
+from facestyle.models.registry import MODELS
 
-from facestyle.errors import FacestyleError, NoFaceError
-from facestyle.gallery.gallery import Gallery, Match
-from facestyle.io.images import load_image
-
-if TYPE_CHECKING:
-    from facestyle.api import FacePipeline
-
-
-def open_gallery(path: str | os.PathLike[str] | None, pipeline: FacePipeline, **kwargs: Any) -> Gallery:
-    """Open (or create) a gallery bound to ``pipeline``'s embedder; a different model is refused."""
-    emb = pipeline.embedder
-    return Gallery.open(
-        path,
-        model=emb.name,
-        dim=emb.embedding_size,
-        model_version=getattr(emb, "version", None) or None,
-        default_threshold=emb.default_threshold,
-        **kwargs,
-    )
+#: The embedder of a new gallery when no model is asked for.
+DEFAULT_MODEL = "dlib-resnet-v1"
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def model_name(model: str | os.PathLike[str]) -> str:
+    """The name an embedder gets when loaded (what a gallery stores): a registry name as is, a
+    checkpoint file as its absolute path (so ``model.pt`` and ``./model.pt`` are the same model)."""
+    name = os.fspath(model)
+    if name in MODELS:
+        return name
+    if name.endswith((".pt", ".pth")) or Path(name).is_file():
+        return str(Path(name).expanduser().resolve())
+    return name
 
 
-def _box(face: Any) -> list[float]:
-    return [round(float(v), 1) for v in np.asarray(face.box).ravel()[:4]]
+def model_for(path: str | os.PathLike[str] | None = None, model: str | os.PathLike[str] | None = None) -> str:
+    """The embedder to use with the gallery at ``path``: ``model``, else the gallery's, else
+    :data:`DEFAULT_MODEL`. A ``model`` other than the one the gallery is bound to is refused with a
+    :class:`GalleryError`. Reads the gallery's metadata only: no index, no network."""
+    have = bound_model(path)
+    if model is None:
+        return have or DEFAULT_MODEL
+    want = model_name(model)
+    if have is not None and want != have:
+        raise model_mismatch(resolve_gallery_path(path), have, want)
+    return want
 
 
-def _detector_name(pipeline: FacePipeline) -> str | None:
-    return getattr(pipeline.detector, "name", None)
+def open_for_photos(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    model: str | os.PathLike[str] | None = None,
+    detector: str | os.PathLike[str] | Detector = "mtcnn",
+    device: str | None = None,
+    create: bool = True,
+    read_only: bool = False,
+    **kwargs: Any,
+) -> Gallery:
+    """Open (with ``create``, make) the gallery at ``path`` with a :class:`FacePipeline` on the model
+    chosen by :func:`model_for`, ready for ``enroll_image``, ``verify_image`` and ``identify_image(s)``.
 
-
-def enroll_image(
-    gallery: Gallery, name: str, path: str | os.PathLike[str], pipeline: FacePipeline, largest: bool = False
-) -> dict:
-    """Enroll the one face in ``path`` under ``name``.
-
-    Raises :class:`NoFaceError`, :class:`SeveralFacesError` (unless ``largest``) or :class:`ImageError`;
-    the result dict adds ``template_id`` and ``duplicate`` to the usual per-image shape.
+    A missing gallery (without ``create``, or ``read_only``) and a refused ``model`` fail before any
+    network is loaded. ``kwargs`` go to :meth:`Gallery.open` (``autosave``, ``default_threshold``,
+    ``on_note``).
     """
-    image = load_image(path)
-    face = pipeline.face(image, largest=largest, label=str(path))
-    result = gallery.enroll(
-        name,
-        face.embedding,
-        image_sha256=file_sha256(path),
-        source=Path(path).name,
-        detector=_detector_name(pipeline),
-        boxes=[face.box],
-    )
-    return {
-        "image": str(path),
-        "status": "ok",
-        "faces": [{"box": _box(face), "identity": result.name, "score": None, "candidates": []}],
-        "template_id": result.template_ids[0] if result.template_ids else None,
-        "duplicate": result.duplicate,
-    }
-
-
-def verify_image(
-    gallery: Gallery,
-    name: str,
-    path: str | os.PathLike[str],
-    pipeline: FacePipeline,
-    threshold: float | None = None,
-) -> dict:
-    """Is the (largest) face in ``path`` the enrolled ``name``? Adds ``match`` and ``threshold``."""
-    thr = gallery.resolve_threshold(threshold)
-    if name not in gallery:
-        gallery.show(name)  # raises the "not enrolled" GalleryError
-    image = load_image(path)
-    faces = pipeline.faces(image)
-    if not faces:
-        raise NoFaceError(f"{path}: no face found")
-    face = max(faces, key=lambda f: f.area)
-    score = gallery.verify(name, face.embedding)
-    match = score >= thr
-    return {
-        "image": str(path),
-        "status": "ok",
-        "faces": [
-            {
-                "box": _box(face),
-                "identity": name if match else None,
-                "score": round(score, 6),
-                "candidates": [{"name": name, "score": round(score, 6)}],
-            }
-        ],
-        "claimed": name,
-        "match": match,
-        "threshold": thr,
-    }
-
-
-def _face_answer(face: Any, match: Match) -> dict:
-    return {
-        "box": _box(face),
-        "identity": match.identity,
-        "score": None if match.score is None else round(match.score, 6),
-        "candidates": [{"name": c.name, "score": round(c.score, 6)} for c in match.candidates],
-    }
-
-
-def identify_images(
-    gallery: Gallery,
-    paths: Sequence[str | os.PathLike[str]],
-    pipeline: FacePipeline,
-    top_k: int = 5,
-    threshold: float | None = None,
-) -> Iterator[dict]:
-    """One answer dict per image, in order, for every face in it; bad images are reported, not fatal."""
-    thr = gallery.resolve_threshold(threshold)
-    for result in pipeline.embed_files([str(p) for p in paths]):
-        answer: dict = {"image": result.path, "status": result.status, "faces": []}
-        if result.status == "error":
-            answer["error"] = result.error
-        elif result.faces:
-            try:
-                matches = gallery.identify(
-                    np.stack([f.embedding for f in result.faces]), top_k=top_k, threshold=thr
-                )
-            except FacestyleError as exc:
-                answer.update(status="error", error=str(exc))
-            else:
-                answer["faces"] = [_face_answer(f, m) for f, m in zip(result.faces, matches, strict=True)]
-        yield answer
+    gpath = resolve_gallery_path(path)
+    if (read_only or not create) and not gallery_exists(gpath):
+        raise no_gallery_here(gpath)
+    pipeline = FacePipeline(model_for(gpath, model), detector, device=device)
+    return Gallery.open(gpath, pipeline=pipeline, create=create, read_only=read_only, **kwargs)

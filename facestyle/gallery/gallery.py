@@ -1,7 +1,11 @@
 """`Gallery`: a persistent set of named, L2-normalised face embeddings with fast 1:1 and 1:N search.
 
-This is the vector layer only (no images, no torch): an app or the CLI turns photos into embeddings
-with :class:`facestyle.api.FacePipeline` and hands them here (see :mod:`facestyle.gallery.faces`).
+The vector-level methods (``enroll``, ``verify``, ``search``, ``identify``, ...) take embeddings. The
+photo-level ones (``enroll_image``, ``verify_image``, ``identify_image(s)``: :mod:`.photos`) take paths
+or arrays and need the :class:`facestyle.api.FacePipeline` given to :meth:`Gallery.open`, which also
+binds the gallery to that pipeline's model, weights version and embedding size. This module imports
+no torch (``facestyle gallery list`` stays fast); :func:`facestyle.gallery.faces.open_for_photos`
+builds the pipeline with the gallery's own model.
 
 Layout of a gallery directory (created 0700, files 0600):
 
@@ -38,9 +42,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facestyle.errors import GalleryError, UsageError
+from facestyle.errors import GalleryError, ParameterError, UsageError, literal
 from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kind
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
+from facestyle.gallery.photos import PhotoMethods, PhotoPipeline
+from facestyle.gallery.results import Candidate, EnrollResult, Match
 from facestyle.gallery.store import IdentityInfo, Store, check_name
 
 log = logging.getLogger("facestyle.gallery")
@@ -59,28 +65,34 @@ def resolve_gallery_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(os.environ.get(GALLERY_ENV) or DEFAULT_GALLERY).expanduser()
 
 
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    score: float
+def gallery_exists(path: str | os.PathLike[str] | None = None) -> bool:
+    """Is there a gallery at ``path`` (resolved as in :func:`resolve_gallery_path`)?"""
+    return (resolve_gallery_path(path) / DB_NAME).is_file()
 
 
-@dataclass(frozen=True)
-class Match:
-    """Answer for one query: ``identity`` is None ("unknown") when the best score is below threshold."""
+def bound_model(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The model the gallery at ``path`` is bound to; None when there is no gallery there or nothing
+    bound it yet. Reads one row: no index is loaded, no model is built."""
+    db = resolve_gallery_path(path) / DB_NAME
+    if not db.is_file():
+        return None
+    store = Store(db, read_only=True)
+    try:
+        return store.get_meta("model")
+    finally:
+        store.close()
 
-    identity: str | None
-    score: float | None
-    candidates: tuple[Candidate, ...]
+
+def no_gallery_here(path: Path) -> GalleryError:
+    return GalleryError(f"{path}: no gallery here (enroll someone first, or pass --gallery)")
 
 
-@dataclass(frozen=True)
-class EnrollResult:
-    name: str
-    template_ids: tuple[int, ...]
-    #: True when this image (by SHA-256) was already enrolled under this name: nothing was added.
-    duplicate: bool = False
-    created: bool = False
+def model_mismatch(path: Path, have: str, want: str) -> GalleryError:
+    """The error for embeddings of model ``want`` offered to a gallery of model ``have``."""
+    return GalleryError(
+        f"{path} holds embeddings of model {have!r}, not {want!r}; scores between "
+        f"models are meaningless: use another --gallery, or the model {have!r}"
+    )
 
 
 @dataclass
@@ -130,7 +142,7 @@ def _single_thread_faiss(nq: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-class Gallery:
+class Gallery(PhotoMethods):
     """A gallery directory opened for use. Create with :meth:`Gallery.open`; close (or use ``with``)."""
 
     def __init__(
@@ -141,8 +153,11 @@ class Gallery:
         autosave: bool,
         default_threshold: float | None,
         on_note: Callable[[str], None] | None,
+        pipeline: PhotoPipeline | None = None,
     ) -> None:
         self.path = path
+        #: The face pipeline of the photo-level methods (None: vectors only).
+        self.pipeline = pipeline
         self.read_only = read_only
         self.autosave = autosave
         self._store = store
@@ -162,6 +177,7 @@ class Gallery:
         cls,
         path: str | os.PathLike[str] | None = None,
         *,
+        pipeline: PhotoPipeline | None = None,
         model: str | None = None,
         dim: int | None = None,
         model_version: str | None = None,
@@ -173,17 +189,25 @@ class Gallery:
     ) -> Gallery:
         """Open (with ``create``, make) the gallery at ``path`` (default: :func:`resolve_gallery_path`).
 
-        ``model``/``dim``/``model_version`` name the embedder whose vectors this caller will store or
-        search. A new gallery is bound to them; an existing one refuses a different model, because
-        similarities between embeddings of two models are meaningless.
+        ``pipeline`` (a :class:`facestyle.api.FacePipeline`) enables the photo-level methods, and its
+        embedder names the model, embedding size, weights version and default threshold. Without
+        one, ``model``/``dim``/``model_version`` name the embedder whose vectors this caller will store
+        or search; a pipeline together with a different ``model``, ``dim`` or ``model_version`` is a
+        :class:`UsageError`. A new gallery is bound to them; an existing one refuses another model or
+        other weights, because similarities between embeddings of two models are meaningless.
+        ``default_threshold`` is used when the gallery stores none (default: the pipeline's model's).
         """
+        if pipeline is not None:
+            model, dim, model_version, default_threshold = _from_pipeline(
+                pipeline, model, dim, model_version, default_threshold
+            )
         gpath = resolve_gallery_path(path)
         db = gpath / DB_NAME
         if gpath.exists() and not gpath.is_dir():
             raise GalleryError(f"{gpath}: exists and is not a directory")
         if not db.exists():
             if read_only or not create:
-                raise GalleryError(f"{gpath}: no gallery here (enroll someone first, or pass --gallery)")
+                raise no_gallery_here(gpath)
             if not gpath.exists():
                 try:
                     gpath.mkdir(mode=0o700, parents=True)
@@ -191,7 +215,7 @@ class Gallery:
                     raise GalleryError(
                         f"{gpath}: cannot create the gallery directory ({exc.strerror})"
                     ) from None
-        gallery = cls(gpath, None, read_only, autosave, default_threshold, on_note)  # type: ignore[arg-type]
+        gallery = cls(gpath, None, read_only, autosave, default_threshold, on_note, pipeline)  # type: ignore[arg-type]
         try:
             if read_only:
                 gallery._store = Store(db, read_only=True)
@@ -267,6 +291,15 @@ class Gallery:
 
     _dim: int | None = None
 
+    def _bound_dim(self) -> int:
+        dim = self.dim
+        if dim is None:
+            raise GalleryError(
+                f"{self.path}: the gallery is not bound to a model; open it with pipeline= "
+                "(or model= and dim=)"
+            )
+        return dim
+
     def _bind_model(self, model: str | None, dim: int | None, version: str | None) -> None:
         with self._db:
             have_model = self._store.get_meta("model")
@@ -286,10 +319,7 @@ class Gallery:
                     self._store.set_meta(conn, "model_version", version)
             return self._bind_model(model, dim, version)
         if model is not None and model != have_model:
-            raise GalleryError(
-                f"{self.path} holds embeddings of model {have_model!r}, not {model!r}; scores between "
-                f"models are meaningless: use another --gallery, or the model {have_model!r}"
-            )
+            raise model_mismatch(self.path, have_model, model)
         if dim is not None and have_dim is not None and int(have_dim) != int(dim):
             raise GalleryError(f"{self.path} holds {have_dim}-d embeddings, not {dim}-d")
         if version and have_version and version != have_version:
@@ -297,6 +327,12 @@ class Gallery:
                 f"{self.path} was enrolled with {have_model} weights {have_version}, these are {version}; "
                 "re-enroll into a new gallery"
             )
+        if version and not have_version and model is not None and not self.read_only:
+            # Bound by a caller that did not know the weights version: record it now, so that from
+            # here on other weights are refused.
+            with self._lock(), self._db, self._store.write(append_only=True) as conn:
+                if self._store.get_meta("model_version") is None:
+                    self._store.set_meta(conn, "model_version", version)
 
     @property
     def threshold(self) -> float | None:
@@ -332,7 +368,9 @@ class Gallery:
     def resolve_threshold(self, threshold: float | None) -> float:
         value = threshold if threshold is not None else self.threshold
         if value is None:
-            raise UsageError("no threshold: this gallery and its model have none; pass --threshold")
+            raise UsageError(
+                "no threshold: this gallery stores none and its model has no measured default; pass one"
+            )
         return float(value)
 
     # ---- keeping the index in step with SQLite ---------------------------------------------------
@@ -506,11 +544,7 @@ class Gallery:
         name again adds nothing (``duplicate=True``), so re-running an interrupted batch is safe.
         """
         name = check_name(name)
-        dim = self.dim
-        if dim is None:
-            raise GalleryError(
-                f"{self.path}: the gallery is not bound to a model; open it with model= and dim="
-            )
+        dim = self._bound_dim()
         vecs = unit_rows(embeddings, dim)
         if boxes is not None and len(boxes) != len(vecs):
             raise UsageError("one box per embedding")
@@ -540,11 +574,7 @@ class Gallery:
         would dominate. All or nothing; returns the number of templates added.
         """
         checked = [check_name(n) for n in names]
-        dim = self.dim
-        if dim is None:
-            raise GalleryError(
-                f"{self.path}: the gallery is not bound to a model; open it with model= and dim="
-            )
+        dim = self._bound_dim()
         vecs = unit_rows(embeddings, dim)
         if len(checked) != len(vecs):
             raise UsageError(f"{len(checked)} names for {len(vecs)} embeddings")
@@ -641,7 +671,7 @@ class Gallery:
         """Top ``top_k`` names per query row, each scored by its best template, best first."""
         self._check_open()
         if top_k < 1:
-            raise UsageError("top-k must be at least 1")
+            raise ParameterError("{top_k} must be at least 1", top_k=top_k)
         queries = unit_rows(embeddings, self.dim)
         self._refresh()
         with self._rw.read():
@@ -719,3 +749,27 @@ class Gallery:
             "index_file_generation": self._file_gen,
             "files": files,
         }
+
+
+def _from_pipeline(
+    pipeline: PhotoPipeline,
+    model: str | None,
+    dim: int | None,
+    version: str | None,
+    default_threshold: float | None,
+) -> tuple[str, int, str | None, float | None]:
+    """(model, dim, version, default threshold) of ``pipeline``'s embedder; explicit values must agree."""
+    emb = pipeline.embedder
+    version_of = getattr(emb, "version", "") or None
+    have = {"model": emb.name, "dim": int(emb.embedding_size), "model_version": version_of}
+    for param, given in (("model", model), ("dim", dim), ("model_version", version)):
+        if given is not None and given != have[param]:
+            raise ParameterError(
+                f"{{{param}}} conflicts with the pipeline, whose embedder has {param} "
+                f"{literal(repr(have[param]))}; give the pipeline alone",
+                **{param: given},
+            )
+    if default_threshold is None and getattr(emb, "score_kind", "cosine") == "cosine":
+        # a Siamese checkpoint's threshold is a probability: meaningless for the gallery's cosines
+        default_threshold = emb.default_threshold
+    return have["model"], have["dim"], have["model_version"], default_threshold
