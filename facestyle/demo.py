@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facestyle.api import FacePipeline, cosine_similarity
-from facestyle.errors import UsageError
+from facestyle.errors import ParameterError
 from facestyle.io.images import load_image, save_image
 
 #: Pairs of shared photos (relative to the data folder): two of the same person, then two impostors.
@@ -43,8 +43,8 @@ def run_demo(
     say = printer or (lambda _msg: None)
     lfw, att = data / "faces" / "lfw-view1" / "images", data / "faces" / "att"
     if not lfw.is_dir() or not att.is_dir():
-        raise UsageError(
-            f"{data}: not the shared data folder (expected faces/lfw-view1 and faces/att); pass --data"
+        raise ParameterError(
+            "{data} is not the shared data folder (it has no faces/lfw-view1 and faces/att)", data=str(data)
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -97,40 +97,38 @@ def _gallery_step(pipe: FacePipeline, att: Path, gallery_dir: Path, say: Callabl
     """One-shot: enroll one AT&T photo of 8 people, identify two other photos of each and 2 strangers."""
     import shutil
 
-    from facestyle.gallery.faces import enroll_image, open_gallery
+    from facestyle.gallery import Gallery
 
     shutil.rmtree(gallery_dir, ignore_errors=True)
     enrolled = [f"s{i}" for i in range(1, 9)]
     probes = [att / s / f"{k}.pgm" for s in enrolled for k in (5, 9)] + [att / "s20/1.pgm", att / "s30/1.pgm"]
-    with open_gallery(gallery_dir, pipe) as gallery:
+    with Gallery.open(gallery_dir, pipeline=pipe) as gallery:
         for name in enrolled:
-            enroll_image(gallery, name, att / name / "1.pgm", pipe)
+            gallery.enroll_image(name, att / name / "1.pgm")
         say(f"\none-shot gallery in {gallery_dir}: enrolled photo 1 of {', '.join(enrolled)}")
-        first = _identify(gallery, probes, enrolled, pipe, say)
+        first = _identify(gallery, probes, enrolled, say)
         # The LFW-measured default is a colour-photo threshold; small grey AT&T faces all look alike to
         # this model. Calibrating on *other* people of the same kind is the product's answer.
         threshold, n_pairs = _calibrate_on_att(pipe, att, far=1e-3)
         gallery.set_threshold(threshold, source=f"demo: AT&T s31-s40, {n_pairs} impostor pairs, FAR 1e-3")
         say(f"\ncalibrated on AT&T people s31-s40 ({n_pairs} impostor pairs, FAR 1e-3): {threshold:.4f}")
-        second = _identify(gallery, probes, enrolled, pipe, say)
+        second = _identify(gallery, probes, enrolled, say)
         say("a threshold is a trade-off: fewer strangers accepted means more genuine photos refused")
     return {"default": first, "calibrated": second}
 
 
-def _identify(gallery, probes: list[Path], enrolled: list[str], pipe: FacePipeline, say) -> dict:
-    from facestyle.gallery.faces import identify_images
-
+def _identify(gallery, probes: list[Path], enrolled: list[str], say) -> dict:
     threshold = gallery.resolve_threshold(None)
     say(f"identify at threshold {threshold:.4f}:")
     right = 0
     results = []
-    for path, answer in zip(probes, identify_images(gallery, probes, pipe, top_k=3), strict=True):
-        face = answer["faces"][0] if answer["faces"] else None
-        who = face["identity"] if face else None
+    for path, answer in zip(probes, gallery.identify_images(probes, top_k=3), strict=True):
+        face = answer.faces[0] if answer.faces else None
+        who = face.identity if face else None
         truth = path.parent.name if path.parent.name in enrolled else None
-        ok = answer["status"] == "ok" and who == truth
+        ok = answer.status == "ok" and who == truth
         right += ok
-        score = f"{face['score']:.4f}" if face and face["score"] is not None else "-"
+        score = f"{face.score:.4f}" if face and face.score is not None else "-"
         label = f"{path.parent.name}/{path.name}"
         say(f"  {label:10} -> {who or 'unknown':8} best score {score}{'' if ok else '  (WRONG)'}")
         results.append({"image": str(path), "identity": who, "truth": truth, "right": ok})

@@ -156,27 +156,25 @@ def calibrate_cmd(
 ) -> None:
     """Pick the similarity threshold for a target false-accept rate and store it with the gallery."""
     with user_errors():
+        from facestyle.api import FacePipeline
+        from facestyle.errors import GalleryError
         from facestyle.eval.calibrate import calibrate
-        from facestyle.gallery.gallery import DB_NAME, Gallery, resolve_gallery_path
+        from facestyle.gallery import Gallery, bound_model, gallery_exists, resolve_gallery_path
+        from facestyle.gallery.faces import DEFAULT_MODEL, model_for
 
         gpath = resolve_gallery_path(gallery)
-        has_gallery = (gpath / DB_NAME).is_file()
+        has_gallery = gallery_exists(gpath)
         if gallery is not None and not has_gallery and store:
-            from facestyle.errors import GalleryError
-
             raise GalleryError(f"{gpath}: no gallery here (enroll someone first)")
-        name = str(checkpoint) if checkpoint else model
-        if name is None and has_gallery:
-            with Gallery.open(gpath, read_only=True) as g:
-                name = g.model
-        ex = _features(name or "dlib-resnet-v1", None, detector, device)
-        cal = calibrate(source, ex, far, images, progress_fn(quiet or json))
+        requested = str(checkpoint) if checkpoint else model
+        # Storing needs the gallery's own model (another is refused before anything loads); with
+        # --no-store any model may be calibrated without touching the gallery.
+        name = model_for(gpath, requested) if store else (requested or bound_model(gpath) or DEFAULT_MODEL)
+        pipe = FacePipeline(name, detector, device=device)
+        cal = calibrate(source, pipe.features(face="central"), far, images, progress_fn(quiet or json))
         stored = None
         if store and has_gallery:
-            emb = ex.embedder
-            with Gallery.open(
-                gpath, model=emb.name, dim=emb.embedding_size, model_version=getattr(emb, "version", None)
-            ) as g:
+            with Gallery.open(gpath, pipeline=pipe) as g:
                 g.set_threshold(cal.threshold, cal.describe())
             stored = str(gpath)
         if json:
