@@ -84,14 +84,14 @@ def bound_model(path: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def no_gallery_here(path: Path) -> GalleryError:
-    return GalleryError(f"{path}: no gallery here (enroll someone first, or pass --gallery)")
+    return GalleryError(f"{path}: no gallery here (enroll someone first, or point to another gallery)")
 
 
 def model_mismatch(path: Path, have: str, want: str) -> GalleryError:
     """The error for embeddings of model ``want`` offered to a gallery of model ``have``."""
     return GalleryError(
         f"{path} holds embeddings of model {have!r}, not {want!r}; scores between "
-        f"models are meaningless: use another --gallery, or the model {have!r}"
+        f"models are meaningless: use another gallery, or the model {have!r}"
     )
 
 
