@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from facestyle.device import native_bfloat16
 from facestyle.heap import retained_heap
-from facestyle.style.backbones import VGG19_CFG
-from facestyle.style.winograd import WinogradConv2d, worth_winograd
+from facestyle.models.vgg import VGG19_CFG
+from facestyle.models.winograd import WinogradConv2d, worth_winograd
 
 
 def vgg19_conv_shapes(height: int, width: int) -> list[tuple[str, int, int, int, int]]:

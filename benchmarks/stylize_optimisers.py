@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facestyle.io.images import load_image
-from facestyle.style.backbones import build_extractor, get_backbone
+from facestyle.models import registry
+from facestyle.style.options import DEFAULTS
 from facestyle.style.precondition import SmoothingPreconditioner
 from facestyle.style.transfer import (
-    DEFAULTS,
     Objective,
     fit_size,
     optimise,
@@ -58,8 +58,8 @@ from facestyle.style.transfer import (
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
 #: The default taps of the backbone (relu1_1..relu5_1 / relu4_2), as ``stylize`` uses them.
-STYLE_TAPS = list(get_backbone("vgg19-random").style_taps)
-CONTENT_TAPS = list(get_backbone("vgg19-random").content_taps)
+STYLE_TAPS = list(registry.get_model("vgg19-random").style_taps)
+CONTENT_TAPS = list(registry.get_model("vgg19-random").content_taps)
 VARIANTS = [
     "lbfgs-clamp",
     "facestyle",
@@ -198,7 +198,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    extractor = build_extractor("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
+    extractor = registry.backbone("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
     content_arr, style_arr = load_image(args.content), load_image(args.style)
     weights = {k: DEFAULTS[k] for k in ("content_weight", "style_weight", "tv_weight")}
 

@@ -36,8 +36,10 @@ from torch import nn
 
 from facestyle.heap import ENV as HEAP_ENV
 from facestyle.heap import retained_heap
-from facestyle.style.backbones import VGG19_LAYERS, build_extractor, vgg19_random
-from facestyle.style.transfer import DEFAULTS, Objective, fit_size, resize, stylize, to_tensor, to_uint8
+from facestyle.models import registry
+from facestyle.models.vgg import VGG19_LAYERS
+from facestyle.style.options import DEFAULTS, StyleOptions
+from facestyle.style.transfer import Objective, fit_size, resize, stylize, to_tensor, to_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
 STYLE_TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -184,15 +186,17 @@ def peak_rss_mib(
         "def hwm():\n"
         "    return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
         f"torch.set_num_threads({threads})\n"
+        "from facestyle.models.registry import backbone\n"
+        "from facestyle.style.options import StyleOptions\n"
         "from facestyle.style.transfer import stylize\n"
-        "from facestyle.style.backbones import build_extractor\n"
-        f"ex = build_extractor('vgg19-random', {STYLE_TAPS + CONTENT_TAPS!r})\n"
+        f"ex = backbone('vgg19-random', {STYLE_TAPS + CONTENT_TAPS!r})\n"
         "print(hwm())\n"
         "rng = np.random.default_rng(0)\n"
         f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
         f"s = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
-        f"stylize(c, s, size={size}, steps={steps}, scales=1, backbone='vgg19-random', extractor=ex, "
+        f"options = StyleOptions(size={size}, steps={steps}, scales=1, backbone='vgg19-random', "
         f"half={half}, lbfgs_history={history})\n"
+        "stylize(c, s, options, extractor=ex)\n"
         "print(hwm())\n"
     )
     env = {**os.environ, HEAP_ENV: "1" if retain_heap else "0"}
@@ -305,9 +309,9 @@ def main() -> None:
     style_t = resize(to_tensor(style_arr), fit_size(style_arr.shape[:2], args.size))
     weights = {k: DEFAULTS[k] for k in ("content_weight", "style_weight", "tv_weight")}
 
-    extractor = build_extractor("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
+    extractor = registry.backbone("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
     # The judge uses torch's own convolutions (no Winograd), like the reference; same weights (same seed).
-    judge = vgg19_random(STYLE_TAPS + CONTENT_TAPS, winograd=False)
+    judge = registry.backbone("vgg19-random", STYLE_TAPS + CONTENT_TAPS, winograd=False)
     evaluator = Objective(
         judge, content_t, [style_t], [1.0], style_taps=STYLE_TAPS, content_taps=CONTENT_TAPS, **weights
     )
@@ -335,11 +339,12 @@ def main() -> None:
         # stylize keeps freed memory in the process (facestyle/heap.py) unless the variable says not to.
         with heap_env(retain="system-heap" not in variants):
             t0 = time.perf_counter()
-            res = stylize(
-                content_arr, style_arr, size=args.size, steps=args.steps, scales=scales,
-                steps_per_scale=per_level, backbone="vgg19-random", extractor=extractor,
+            options = StyleOptions(
+                size=args.size, steps=None if per_level else args.steps, scales=scales,
+                steps_per_scale=per_level, backbone="vgg19-random",
                 precondition="plain" not in variants, half="half" in variants, **weights,
             )  # fmt: skip
+            res = stylize(content_arr, style_arr, options, extractor=extractor)
             secs = time.perf_counter() - t0
         sched = "+".join(f"{d['steps']}@{max(d['height'], d['width'])}" for d in res.schedule)
         rows.append(

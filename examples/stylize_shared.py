@@ -23,11 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facestyle.errors import FacestyleError  # noqa: E402
-from facestyle.io.images import load_image  # noqa: E402
-from facestyle.style.backbones import build_extractor, get_backbone  # noqa: E402
+from facestyle.io.images import load_image, save_image  # noqa: E402
+from facestyle.models import registry  # noqa: E402
+from facestyle.style.options import StyleOptions  # noqa: E402
 from facestyle.style.transfer import stylize  # noqa: E402
 
-#: (content, styles, options): one row of the contact sheet each.
+#: (content, styles, StyleOptions fields beyond size, steps and backbone): one row of the sheet each.
 PAIRS: list[tuple[str, list[str], dict]] = [
     ("tubingen", ["starry-night"], {}),
     ("chicago", ["mosaic"], {}),
@@ -54,8 +55,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=len(PAIRS), help="only the first N rows")
     args = ap.parse_args()
     try:
-        info = get_backbone(args.backbone)
-        extractor = build_extractor(args.backbone, list(info.style_taps) + list(info.content_taps))
+        info = registry.get_model(args.backbone)
+        extractor = registry.backbone(args.backbone)  # built once, reused for every pair
     except FacestyleError as exc:
         print(f"error: {exc}\n(offline? try --backbone vgg19-random)", file=sys.stderr)
         return exc.exit_code
@@ -67,18 +68,10 @@ def main() -> int:
         c_path = args.data / "content" / f"{content}.jpg"
         s_paths = [args.data / "styles" / f"{s}.jpg" for s in styles]
         t0 = time.perf_counter()
-        res = stylize(
-            c_path,
-            s_paths,
-            size=args.size,
-            steps=args.steps,
-            backbone=args.backbone,
-            extractor=extractor,
-            **opts,
-        )
-        tag = "+".join(styles) + ("_colours" if opts.get("preserve_colors") else "")
-        path = args.out / f"{content}_{tag}_{args.backbone}.png"
-        Image.fromarray(res.image).save(path)
+        options = StyleOptions(size=args.size, steps=args.steps, backbone=args.backbone, **opts)
+        res = stylize(c_path, s_paths, options, extractor=extractor)
+        tag = "+".join(styles) + ("_colors" if opts.get("preserve_colors") else "")
+        path = save_image(args.out / f"{content}_{tag}_{args.backbone}.png", res.image)
         print(f"{path}  {time.perf_counter() - t0:6.1f} s  loss {res.losses['total']:.4f}")
         h = 160
         tiles = [_thumb(load_image(c_path), h)] + [_thumb(load_image(p), h) for p in s_paths]
@@ -90,7 +83,7 @@ def main() -> int:
         for t in r:
             sheet.paste(t, (x, i * 164))
             x += t.width + 4
-    sheet.save(args.out / "sheet.jpg", quality=88)
+    save_image(args.out / "sheet.jpg", np.asarray(sheet), quality=88)
     print(f"{args.out / 'sheet.jpg'}")
     return 0
 

@@ -1,5 +1,10 @@
-"""`facestyle stylize`: Gatys neural style transfer from the command line (a thin wrapper over
-:func:`facestyle.style.transfer.stylize`)."""
+"""`facestyle stylize`: Gatys neural style transfer from the command line.
+
+A thin wrapper over :func:`facestyle.style.transfer.stylize`: flags become a
+:class:`~facestyle.style.options.StyleOptions` (checked by the library, which names parameters; the
+errors are shown here with the flags), the output path is checked before any work, and the image and
+its ``--save-every`` snapshots are written with :func:`facestyle.io.images.save_image`.
+"""
 
 from __future__ import annotations
 
@@ -9,54 +14,51 @@ from pathlib import Path
 import typer
 
 from facestyle.cli._common import STATE, JsonOpt, QuietOpt, note, print_json, user_errors
-from facestyle.errors import UsageError
-
-#: Output formats PIL writes losslessly or well enough for a painting.
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-            ".tiff": "TIFF"}  # fmt: skip
+from facestyle.errors import ImageError, ParameterError
 
 
-def _parse_blend(text: str | None, n: int) -> list[float] | None:
+def _parse_blend(text: str | None) -> list[float] | None:
+    """``"0.7,0.3"`` -> ``[0.7, 0.3]``: one weight per style (the library checks the values)."""
     if text is None:
         return None
     try:
-        weights = [float(w) for w in text.split(",") if w.strip()]
+        return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise UsageError(f"--style-blend {text!r}: expected comma-separated numbers like 0.7,0.3") from None
-    if len(weights) != n:
-        raise UsageError(f"--style-blend has {len(weights)} weights for {n} style images")
-    return weights
+        raise ParameterError(
+            "{style_blend}: expected comma-separated numbers like 0.7,0.3", style_blend=text
+        ) from None
 
 
 def _parse_steps_per_scale(text: str | None) -> list[int] | None:
-    """``"100,190"`` -> ``[100, 190]``: steps per level, coarsest first."""
+    """``"100,190"`` -> ``[100, 190]``: steps per level, coarsest first (the library checks them)."""
     if text is None:
         return None
     try:
-        steps = [int(n) for n in text.split(",")]
+        return [int(n) for n in text.split(",")]
     except ValueError:
-        raise UsageError(f"--steps-per-scale {text!r}: expected whole numbers like 100,190") from None
-    if any(n < 1 for n in steps):
-        raise UsageError(f"--steps-per-scale {text!r}: every level needs at least one step")
-    return steps
+        raise ParameterError(
+            "{steps_per_scale}: expected whole numbers like 100,190", steps_per_scale=text
+        ) from None
 
 
-def _steps_and_scales(steps: int | None, scales: int | None, per_level: list[int] | None) -> tuple[int, int]:
-    """Total steps and levels: from ``--steps-per-scale`` when given (an explicit ``--steps`` or
-    ``--scales`` that disagrees is an error), else the options or their defaults (300 steps, 1 level)."""
-    if per_level is None:
-        return 300 if steps is None else steps, 1 if scales is None else scales
-    if steps is not None and steps != sum(per_level):
-        raise UsageError(f"--steps {steps} disagrees with --steps-per-scale (sum {sum(per_level)})")
-    if scales is not None and scales != len(per_level):
-        raise UsageError(f"--scales {scales} disagrees with --steps-per-scale ({len(per_level)} levels)")
-    return sum(per_level), len(per_level)
+def _check_output(output: Path) -> None:
+    """Refuse an output the image writer would refuse, before minutes of optimisation, not after."""
+    from facestyle.io.images import IMAGE_FORMATS, image_format
+
+    try:
+        image_format(output)
+    except ImageError:
+        raise ParameterError(
+            "{output}: unsupported image extension; use one of " + ", ".join(sorted(IMAGE_FORMATS)),
+            output=output,
+        ) from None
+    if not output.parent.is_dir():
+        raise ImageError(f"{output.parent}: output directory does not exist")
 
 
-def _save(image, path: Path) -> None:
-    from facestyle.io.images import save_image
-
-    save_image(path, image)
+def _snapshot_path(output: Path, step: int) -> Path:
+    """Where ``--save-every`` writes step ``step``: ``OUT.<step>.png`` beside the output."""
+    return output.with_name(f"{output.stem}.{step:05d}.png")
 
 
 def stylize_cmd(
@@ -105,21 +107,36 @@ def stylize_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Repaint CONTENT in the style of STYLE (Gatys et al.; several styles are blended)."""
+    # Every StyleOptions field has the flag ``--`` + its name with dashes (and so has ``output``), so the
+    # library's parameter errors need no flag map to read as this command's flags.
     with user_errors():
         if quiet:
             STATE["quiet"] = True
-        per_level = _parse_steps_per_scale(steps_per_scale)
-        steps, scales = _steps_and_scales(steps, scales, per_level)
-        if save_every < 0 or steps < 1:
-            raise UsageError("--steps must be >= 1 and --save-every >= 0")
-        if output.suffix.lower() not in _FORMATS:
-            raise UsageError(
-                f"{output}: unsupported output extension; use one of {', '.join(sorted(_FORMATS))}"
-            )
-        init_arg: str | Path = init if init in ("content", "random") else Path(init)
-        blend = _parse_blend(style_blend, len(styles))
-
         from facestyle.models.registry import get_model
+        from facestyle.style.options import StyleOptions
+
+        options = StyleOptions(
+            size=size,
+            steps=steps,
+            steps_per_scale=_parse_steps_per_scale(steps_per_scale),
+            scales=scales,
+            optimizer=optimizer,
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            style_blend=_parse_blend(style_blend),
+            style_scale=style_scale,
+            init=init,
+            preserve_colors=preserve_colors,
+            seed=seed,
+            backbone=backbone,
+            half=half,
+            lbfgs_history=lbfgs_history,
+            save_every=save_every,
+        ).validate(styles=len(styles))
+        _check_output(output)
+
+        from facestyle.io.images import save_image
         from facestyle.style.transfer import stylize
 
         info = get_model(backbone)
@@ -127,54 +144,22 @@ def stylize_cmd(
             note(f"[yellow]note:[/] backbone {info.name} is UNTRAINED ({info.description})")
 
         def snapshot(step: int, image) -> None:
-            _save(image, output.with_name(f"{output.stem}.{step:05d}.png"))
+            save_image(_snapshot_path(output, step), image)
 
-        with _LossBar(steps, quiet or json) as bar:
+        with _LossBar(options.total_steps, quiet or json) as bar:
             result = stylize(
                 content,
                 list(styles),
-                size=size,
-                steps=steps,
-                optimizer=optimizer,
-                content_weight=content_weight,
-                style_weight=style_weight,
-                tv_weight=tv_weight,
-                style_blend=blend,
-                style_scale=style_scale,
-                init=init_arg,
-                preserve_colors=preserve_colors,
-                scales=scales,
-                steps_per_scale=per_level,
-                seed=seed,
-                backbone=backbone,
+                options,
                 device=device,
-                half=half,
-                lbfgs_history=lbfgs_history,
-                save_every=save_every,
                 snapshot=snapshot if save_every else None,
                 progress=bar.update,
             )
-        _save(result.image, output)
-        h, w = result.image.shape[:2]
-        summary = {
-            "output": str(output),
-            "width": w,
-            "height": h,
-            "backbone": result.backbone,
-            "backbone_trained": result.backbone_trained,
-            "backbone_description": info.description,
-            "device": result.device,
-            "precision": result.precision,
-            "seconds": round(result.seconds, 3),
-            "steps": steps,
-            "schedule": result.schedule,
-            "losses": {k: result.losses[k] for k in ("total", "content", "style", "tv")},
-            "preserve_colors": preserve_colors,
-            "seed": seed,
-        }
+        save_image(output, result.image)
         if json:
-            print_json(summary)
+            print_json({"output": str(output), **result.to_dict()})
         else:
+            h, w = result.image.shape[:2]
             untrained = "" if result.backbone_trained else " (UNTRAINED random weights)"
             note(
                 f"wrote {output} ({w}x{h}) in {result.seconds:.1f} s on {result.device} "

@@ -2,14 +2,15 @@
 image's activations and the style images' Gram matrices.
 
 :func:`stylize` is the library entry point (the CLI's ``stylize`` is a thin wrapper). It takes arrays
-or paths and returns the image as a uint8 array plus the losses; it writes nothing unless
-``snapshot`` is given.
+or paths and a :class:`~facestyle.style.options.StyleOptions`, and returns the image as a uint8 array
+plus the losses (:class:`StylizeResult`); it writes nothing unless ``snapshot`` is given.
 
-With ``scales`` > 1 the schedule is coarse to fine (levels each twice the size of the previous, the
-last at the requested size): coarse steps are cheap (a quarter of the pixels per halving) and settle
-the large-scale layout, so the expensive full-resolution level starts closer to a solution.
-:func:`split_steps` says how many steps each level gets. The default is one scale: at 256-512 px the
-measured loss per second of CPU favoured it only slightly while costing sharpness (docs/style.md).
+With more than one scale the schedule is coarse to fine (levels each twice the size of the previous,
+the last at the requested size): coarse steps are cheap (a quarter of the pixels per halving) and
+settle the large-scale layout, so the expensive full-resolution level starts closer to a solution.
+:func:`plan_levels` says how big each level is and how many steps it gets. The default is one scale:
+at 256-512 px the measured loss per second of CPU favoured it only slightly while costing sharpness
+(docs/style.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,33 +26,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facestyle.device import native_bfloat16, resolve_device
-from facestyle.errors import UsageError
+from facestyle.errors import ParameterError, literal
 from facestyle.heap import retained_heap
+from facestyle.io.images import ImageLike, as_rgb
 from facestyle.models.extractor import FeatureExtractor
 from facestyle.models.registry import backbone as build_backbone
-from facestyle.models.registry import get_model
 from facestyle.style.color import preserve_colors as keep_content_colors
 from facestyle.style.lbfgs import MAX_HISTORY, ProjectedLBFGS, history_length
 from facestyle.style.losses import blend_grams, gram, total_loss
+from facestyle.style.options import DEFAULTS, INIT_KEYWORDS, StyleOptions, check_optimizer
 from facestyle.style.precondition import SmoothingPreconditioner
 
-ImageLike = str | Path | np.ndarray
-
-#: Defaults (see docs/style.md for the reasoning and measurements).
-DEFAULTS = {
-    "size": 512,
-    "steps": 300,
-    "optimizer": "lbfgs",
-    "content_weight": 1.0,
-    "style_weight": 1e3,
-    "tv_weight": 1.0,
-    "style_scale": 1.0,
-    "init": "content",
-    "scales": 1,
-    "seed": 0,
-    "backbone": "vgg19-imagenet",
-    "adam_lr": 0.02,
-}
+#: A snapshot callback: ``(step, image)`` with the image as it would be saved.
+Snapshot = Callable[[int, np.ndarray], None]
 
 
 @dataclass
@@ -70,6 +56,8 @@ class StepInfo:
 
 @dataclass
 class StylizeResult:
+    """The stylised image, its losses and how it was made (:meth:`to_dict` is the CLI's ``--json``)."""
+
     image: np.ndarray  # (H, W, 3) uint8 RGB
     losses: dict[str, float]  # final objective at full size, on the saved (clipped) image
     history: list[tuple[int, float]]  # (global step, total loss) as optimised
@@ -79,6 +67,27 @@ class StylizeResult:
     device: str
     schedule: list[dict] = field(default_factory=list)  # per level: size, steps, L-BFGS history
     precision: str = "float32"  # of the backbone during the optimisation; losses are always float32
+    backbone_description: str = ""
+    options: StyleOptions = field(default_factory=StyleOptions)  # what the image was made with
+
+    def to_dict(self) -> dict:
+        """The run as plain JSON values: size, backbone, device, time, schedule, final losses."""
+        h, w = self.image.shape[:2]
+        return {
+            "width": w,
+            "height": h,
+            "backbone": self.backbone,
+            "backbone_trained": self.backbone_trained,
+            "backbone_description": self.backbone_description,
+            "device": self.device,
+            "precision": self.precision,
+            "seconds": round(self.seconds, 3),
+            "steps": sum(level["steps"] for level in self.schedule),
+            "schedule": [dict(level) for level in self.schedule],
+            "losses": {k: self.losses[k] for k in ("total", "content", "style", "tv")},
+            "preserve_colors": self.options.preserve_colors,
+            "seed": self.options.seed,
+        }
 
 
 # --------------------------------------------------------------------------------------- image utils
@@ -114,18 +123,6 @@ def fit_size(hw: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _load(image: ImageLike) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise UsageError(f"image arrays must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        return image[..., :3]
-    from facestyle.io.images import load_image
-
-    return load_image(image)
-
-
 # ------------------------------------------------------------------------------------------ schedule
 
 
@@ -137,9 +134,11 @@ def split_steps(total: int, scales: int) -> list[int]:
     finest level. With 3 levels, 300 steps become 171/86/43.
     """
     if scales < 1:
-        raise UsageError("--scales must be at least 1")
+        raise ParameterError("{scales} is too small (at least 1)", scales=scales)
     if total < scales:
-        raise UsageError(f"--steps {total} is fewer than one step per scale ({scales} scales)")
+        raise ParameterError(
+            "{steps} is fewer than one step per scale ({scales})", steps=total, scales=scales
+        )
     shares = [2.0 ** (scales - 1 - i) for i in range(scales)]
     steps = [max(1, round(total * s / sum(shares))) for s in shares]
     steps[0] = total - sum(steps[1:])  # the coarsest level takes the rounding remainder
@@ -160,6 +159,47 @@ def level_sizes(full: tuple[int, int], scales: int, min_side: int = MIN_LEVEL_SI
         if min(hw) >= min_side or i == 0:
             sizes.append(hw)
     return sizes
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the coarse-to-fine schedule."""
+
+    size: tuple[int, int]  # (height, width)
+    steps: int
+    lbfgs_history: int  # curvature pairs L-BFGS keeps at this level
+
+    def describe(self, optimizer: str) -> dict:
+        """The level as :attr:`StylizeResult.schedule` reports it (the history only for L-BFGS)."""
+        h, w = self.size
+        history = {"lbfgs_history": self.lbfgs_history} if optimizer == "lbfgs" else {}
+        return {"height": h, "width": w, "steps": self.steps, **history}
+
+
+def plan_levels(options: StyleOptions, full: tuple[int, int]) -> list[Level]:
+    """The levels ``options`` ask for on an output of ``full`` (height, width) pixels.
+
+    Levels too small for the backbone are dropped; given ``steps_per_scale`` must then still fit.
+    Each level's L-BFGS history comes from a memory budget (:func:`.history_length`: 100 pairs, fewer
+    above ~450k pixels so the history stays within 1 GiB) unless ``lbfgs_history`` fixes it.
+    """
+    sizes = level_sizes(full, options.scale_count)
+    if options.steps_per_scale is None:
+        per_level = split_steps(options.total_steps, len(sizes))
+    else:
+        per_level = list(options.steps_per_scale)
+    if len(per_level) != len(sizes):
+        raise ParameterError(
+            f"{{steps_per_scale}} has {len(per_level)} levels, but at {{size}} only {len(sizes)} "
+            f"{'is' if len(sizes) == 1 else 'are'} at least {MIN_LEVEL_SIDE} px on each side",
+            steps_per_scale=options.steps_per_scale,
+            size=options.size,
+        )
+    # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
+    return [
+        Level(hw, n, options.lbfgs_history or history_length(3 * hw[0] * hw[1]))
+        for hw, n in zip(sizes, per_level, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------------------- objective
@@ -221,7 +261,7 @@ class Objective:
 
 
 def reduced_precision(device: torch.device) -> torch.dtype:
-    """The autocast dtype ``--half`` runs the backbone in on ``device``.
+    """The autocast dtype ``half`` runs the backbone in on ``device``.
 
     float16 on CUDA. bfloat16 on a CPU with native bfloat16 instructions, where oneDNN's early VGG19
     convolutions run twice as fast (the Winograd layers stay float32: there that is as fast);
@@ -232,22 +272,14 @@ def reduced_precision(device: torch.device) -> torch.dtype:
         return torch.float16
     if device.type == "cpu" and native_bfloat16():
         return torch.bfloat16
-    raise UsageError(
-        "--half needs a CUDA device or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
-        "on this one it would be slower, not faster"
+    raise ParameterError(
+        "{half} needs a CUDA device or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+        "on this one it would be slower, not faster",
+        half=True,
     )
 
 
 # ------------------------------------------------------------------------------------------ main loop
-
-
-#: What ``optimizer`` may name.
-OPTIMIZERS = ("lbfgs", "adam")
-
-
-def _check_optimizer(optimizer: str) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 #: An L-BFGS evaluation this many times above the best loss so far means the run has diverged.
@@ -281,7 +313,7 @@ def optimise(
     returned is the best one evaluated (the final update is scored with one forward pass to compete),
     so a run never ends worse than it has been.
     """
-    _check_optimizer(optimizer)
+    check_optimizer(optimizer)
     x = image.detach().clone().contiguous().clamp_(0, 1)
     lbfgs = ProjectedLBFGS(history, lr or 1.0, preconditioner) if optimizer == "lbfgs" else None
     adam_param = x.clone().requires_grad_(True) if lbfgs is None else None
@@ -317,154 +349,164 @@ def optimise(
 def stylize(
     content: ImageLike,
     styles: ImageLike | Sequence[ImageLike],
+    options: StyleOptions | None = None,
     *,
-    size: int = DEFAULTS["size"],
-    steps: int = DEFAULTS["steps"],
-    optimizer: str = DEFAULTS["optimizer"],
-    content_weight: float = DEFAULTS["content_weight"],
-    style_weight: float = DEFAULTS["style_weight"],
-    tv_weight: float = DEFAULTS["tv_weight"],
-    style_blend: Sequence[float] | None = None,
-    style_scale: float = DEFAULTS["style_scale"],
-    init: str | ImageLike = DEFAULTS["init"],
-    preserve_colors: bool = False,
-    scales: int = DEFAULTS["scales"],
-    seed: int = DEFAULTS["seed"],
-    backbone: str = DEFAULTS["backbone"],
     device: str | torch.device | None = None,
-    half: bool = False,
-    lr: float | None = None,
-    style_taps: Sequence[str] | None = None,
-    content_taps: Sequence[str] | None = None,
-    steps_per_scale: Sequence[int] | None = None,
-    precondition: bool = True,
-    lbfgs_history: int | None = None,
-    save_every: int = 0,
-    snapshot: Callable[[int, np.ndarray], None] | None = None,
     progress: Callable[[StepInfo], None] | None = None,
+    snapshot: Snapshot | None = None,
     extractor: FeatureExtractor | None = None,
 ) -> StylizeResult:
-    """Stylise ``content`` with one or more ``styles``; see the module docstring and docs/style.md.
+    """Stylise ``content`` with one or more ``styles`` (paths or uint8 arrays) as ``options`` say
+    (default :class:`StyleOptions`); see the module docstring and docs/style.md.
 
-    ``init``: "content", "random" (seeded noise) or an image/path. ``snapshot(step, image)`` is called
-    every ``save_every`` steps with the current image (colour-preserved if asked). ``extractor`` lets a
-    caller reuse an already built backbone (benchmarks, batch jobs). ``precondition``: the first level's
-    L-BFGS uses :class:`.SmoothingPreconditioner` (it makes the large changes from the initial image
-    sooner); refinement levels never do, because there it measured worse (docs/style.md). ``half``:
-    run the backbone in :func:`reduced_precision` while optimising; the reported losses are float32.
-    ``lbfgs_history``: curvature pairs L-BFGS keeps; None sizes it per level with :func:`.history_length`
-    (100, fewer above ~450k pixels, so the history stays within 1 GiB).
+    Everything that could be wrong with the options, the inputs or the device is reported before the
+    backbone is built. The keyword arguments say where and how to run, not what to make: ``device``
+    (default CUDA when present), ``progress(StepInfo)`` after every step, ``snapshot(step, image)`` every
+    ``options.save_every`` steps with the current image (colour-preserved if asked), and ``extractor``,
+    an already built backbone of ``options.backbone`` to reuse (benchmarks, batch jobs).
+
+    The first level's L-BFGS uses :class:`.SmoothingPreconditioner` when ``options.precondition`` (it
+    makes the large changes from the initial image sooner); refinement levels never do, because there
+    it measured worse (docs/style.md). With ``options.half`` the backbone runs in
+    :func:`reduced_precision` while optimising; the reported losses are float32.
     """
     t0 = time.perf_counter()
+    opts = options if options is not None else StyleOptions()
+    style_list = _style_list(styles)
+    opts.validate(styles=len(style_list))
     dev = resolve_device(device)
-    if size < 16:
-        raise UsageError(f"--size {size} is too small (at least 16 pixels)")
-    if style_scale <= 0:
-        raise UsageError("--style-scale must be positive")
-    _check_optimizer(optimizer)  # before the backbone is built, not after
-    if lbfgs_history is not None and lbfgs_history < 1:
-        raise UsageError("--lbfgs-history must be at least 1")
-    if lbfgs_history is not None and optimizer != "lbfgs":  # Adam keeps no history: say so, don't ignore
-        raise UsageError(f"--lbfgs-history applies to --optimizer lbfgs, not {optimizer}")
-    half_dtype = reduced_precision(dev) if half else None
-    style_list = [styles] if isinstance(styles, str | Path | np.ndarray) else list(styles)
-    if not style_list:
-        raise UsageError("give at least one style image")
-    blend = list(style_blend) if style_blend is not None else [1.0] * len(style_list)
-    if len(blend) != len(style_list):
-        raise UsageError(f"--style-blend has {len(blend)} weights for {len(style_list)} style images")
-    if any(w < 0 for w in blend) or sum(blend) <= 0:
-        raise UsageError("--style-blend weights must be non-negative and not all zero")
+    half_dtype = reduced_precision(dev) if opts.half else None
+    content_arr = as_rgb(content, "content")[0]
+    style_arrs = [as_rgb(s, "style")[0] for s in style_list]
+    start = _start(opts.init)
+    full = fit_size(content_arr.shape[:2], opts.size)
+    levels = plan_levels(opts, full)
+    extractor = _backbone(opts, extractor, dev)
+    torch.manual_seed(opts.seed)
+    gen = torch.Generator().manual_seed(opts.seed)
 
-    spec = get_model(backbone)
-    s_taps = list(style_taps or spec.style_taps)
-    c_taps = list(content_taps or spec.content_taps)
-    if extractor is None:
-        extractor = build_backbone(backbone, list(dict.fromkeys(s_taps + c_taps)), dev)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-
-    content_arr = _load(content)
-    style_arrs = [_load(s) for s in style_list]
-    full = fit_size(content_arr.shape[:2], size)
     content_t = to_tensor(content_arr, dev)
     style_ts = [to_tensor(s, dev) for s in style_arrs]
-    sizes = level_sizes(full, scales)
-    per_level = list(steps_per_scale) if steps_per_scale else split_steps(steps, len(sizes))
-    if len(per_level) != len(sizes):
-        raise UsageError(
-            f"--steps-per-scale has {len(per_level)} entries for {len(sizes)} levels "
-            f"(--scales {scales}, less any level with a side under {MIN_LEVEL_SIDE} px)"
-        )
-    total = sum(per_level)
-    # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
-    histories = [lbfgs_history or history_length(3 * h * w) for h, w in sizes]
-
-    image: Tensor | None = None
-    history: list[tuple[int, float]] = []
-    done = 0
     content_full_u8 = to_uint8(resize(content_t, full))
+    blend = list(opts.style_blend) if opts.style_blend is not None else [1.0] * len(style_list)
+    s_taps, c_taps = opts.taps()
 
     def finish(x: Tensor) -> np.ndarray:
         out = to_uint8(resize(x, full))
-        return keep_content_colors(out, content_full_u8) if preserve_colors else out
+        return keep_content_colors(out, content_full_u8) if opts.preserve_colors else out
 
     def make_objective(c_level: Tensor, s_level: list[Tensor], half: torch.dtype | None) -> Objective:
         return Objective(
             extractor, c_level, s_level, blend, style_taps=s_taps, content_taps=c_taps,
-            content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, half_dtype=half,
+            content_weight=opts.content_weight, style_weight=opts.style_weight, tv_weight=opts.tv_weight,
+            half_dtype=half,
         )  # fmt: skip
 
-    objective: Objective | None = None
-    full_size_inputs: tuple[Tensor, list[Tensor]] | None = None  # the last level's content and styles
+    reporter = _Reporter(sum(level.steps for level in levels), len(levels), progress, snapshot, opts, finish)
+    image: Tensor | None = None
     # CPU steps free and re-allocate the same large blocks every step; keep them (facestyle/heap.py).
     with retained_heap() if dev.type == "cpu" else contextlib.nullcontext():
-        for level, (hw, n, pairs) in enumerate(zip(sizes, per_level, histories, strict=True)):
-            c_level = resize(content_t, hw)
-            style_px = max(1, round(max(hw) * style_scale))
-            s_level = [resize(s, fit_size(s.shape[-2:], style_px)) for s in style_ts]
+        for index, level in enumerate(levels):
+            c_level, s_level = _level_inputs(content_t, style_ts, level.size, opts.style_scale)
             objective = make_objective(c_level, s_level, half_dtype)
-            full_size_inputs = (c_level, s_level)
-            image = _initial(init, c_level, gen) if image is None else upsample_with_detail(image, c_level)
-
-            def on_step(
-                i: int, loss: float, parts: dict[str, float], x: Tensor, level=level, hw=hw, done=done
-            ) -> None:
-                step = done + i
-                history.append((step, loss))
-                if progress is not None:
-                    progress(StepInfo(step, total, level, len(sizes), hw, loss, parts))
-                if snapshot is not None and save_every and step % save_every == 0 and step != total:
-                    snapshot(step, finish(x))
-
-            smoothing = SmoothingPreconditioner() if precondition and level == 0 else None
+            image = _initial(start, c_level, gen) if image is None else upsample_with_detail(image, c_level)
+            smoothing = SmoothingPreconditioner() if opts.precondition and index == 0 else None
             image = optimise(
-                objective, image, n, optimizer=optimizer, lr=lr, preconditioner=smoothing,
-                history=pairs, on_step=on_step,
+                objective, image, level.steps, optimizer=opts.optimizer, lr=opts.lr, preconditioner=smoothing,
+                history=level.lbfgs_history, on_step=reporter.level(index, level),
             )  # fmt: skip
-            done += n
 
-    assert image is not None and objective is not None and full_size_inputs is not None
-    final = finish(image)
+    assert image is not None
     with torch.no_grad():
         # Loss of what is saved (clipped, quantised, before colour transfer) under the full-size objective.
         if half_dtype is not None:  # report (and let callers judge) the float32 loss
-            objective = make_objective(*full_size_inputs, None)
+            objective = make_objective(c_level, s_level, None)  # the last level's inputs: full size
         _, losses = objective(to_tensor(to_uint8(image), dev))
     return StylizeResult(
-        image=final,
+        image=finish(image),
         losses=losses,
-        history=history,
+        history=reporter.history,
         seconds=time.perf_counter() - t0,
         backbone=extractor.name,
         backbone_trained=extractor.trained,
         device=str(dev),
-        schedule=[
-            {"height": h, "width": w, "steps": n, **({"lbfgs_history": k} if optimizer == "lbfgs" else {})}
-            for (h, w), n, k in zip(sizes, per_level, histories, strict=True)
-        ],
+        schedule=[level.describe(opts.optimizer) for level in levels],
         precision=str(half_dtype or torch.float32).removeprefix("torch."),
+        backbone_description=extractor.description,
+        options=opts,
     )
+
+
+def _style_list(styles: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """One style image or several, as a non-empty list."""
+    if isinstance(styles, np.ndarray) or not isinstance(styles, Sequence) or isinstance(styles, str):
+        return [styles]
+    if not styles:
+        raise ParameterError("{styles} is empty: give at least one style image", styles=list(styles))
+    return list(styles)
+
+
+def _backbone(
+    opts: StyleOptions, extractor: FeatureExtractor | None, device: torch.device
+) -> FeatureExtractor:
+    """``extractor`` if given (it must be ``opts.backbone``'s: the default taps come from that entry),
+    else the backbone built with the taps ``opts`` use."""
+    if extractor is not None:
+        if extractor.name != opts.backbone:
+            raise ParameterError(
+                f"{{backbone}} does not match the extractor passed in ({literal(extractor.name)})",
+                backbone=opts.backbone,
+            )
+        return extractor
+    style_taps, content_taps = opts.taps()
+    return build_backbone(opts.backbone, list(dict.fromkeys(style_taps + content_taps)), device)
+
+
+def _level_inputs(
+    content: Tensor, styles: list[Tensor], size: tuple[int, int], style_scale: float
+) -> tuple[Tensor, list[Tensor]]:
+    """The content at a level's size, and each style with its longer side ``style_scale`` times the
+    level's (its own aspect ratio kept, so its textures are not stretched)."""
+    style_px = max(1, round(max(size) * style_scale))
+    return resize(content, size), [resize(s, fit_size(s.shape[-2:], style_px)) for s in styles]
+
+
+class _Reporter:
+    """Per step: the loss history, the ``progress`` callback and the ``snapshot`` every ``save_every``
+    steps (not at the last step: the caller has the final image)."""
+
+    def __init__(
+        self,
+        total: int,
+        levels: int,
+        progress: Callable[[StepInfo], None] | None,
+        snapshot: Snapshot | None,
+        options: StyleOptions,
+        finish: Callable[[Tensor], np.ndarray],
+    ) -> None:
+        self.total, self.levels, self.progress, self.snapshot = total, levels, progress, snapshot
+        self.save_every, self.finish = options.save_every, finish
+        self.history: list[tuple[int, float]] = []
+        self._done = 0
+
+    def level(self, index: int, level: Level) -> Callable[[int, float, dict[str, float], Tensor], None]:
+        """:func:`optimise`'s ``on_step`` for level ``index`` (call once per level, in order)."""
+        done, self._done = self._done, self._done + level.steps
+
+        def on_step(i: int, loss: float, parts: dict[str, float], x: Tensor) -> None:
+            step = done + i
+            self.history.append((step, loss))
+            if self.progress is not None:
+                self.progress(StepInfo(step, self.total, index, self.levels, level.size, loss, parts))
+            if (
+                self.snapshot is not None
+                and self.save_every
+                and step % self.save_every == 0
+                and step != self.total
+            ):
+                self.snapshot(step, self.finish(x))
+
+        return on_step
 
 
 def upsample_with_detail(coarse: Tensor, content: Tensor) -> Tensor:
@@ -482,10 +524,18 @@ def upsample_with_detail(coarse: Tensor, content: Tensor) -> Tensor:
     return (up + (content - blurred)).clamp(0, 1)
 
 
-def _initial(init: str | ImageLike, content: Tensor, gen: torch.Generator) -> Tensor:
-    if isinstance(init, str) and init == "content":
+def _start(init: str | ImageLike) -> str | np.ndarray:
+    """``init`` as :func:`_initial` takes it: a keyword, or the image read now (before any work)."""
+    if isinstance(init, str) and init in INIT_KEYWORDS:
+        return init
+    return as_rgb(init, "init")[0]
+
+
+def _initial(start: str | np.ndarray, content: Tensor, gen: torch.Generator) -> Tensor:
+    """The first level's starting image: the content, seeded noise, or an image resized to the level."""
+    if isinstance(start, str) and start == "content":
         return content.clone()
-    if isinstance(init, str) and init == "random":
+    if isinstance(start, str) and start == "random":
         noise = torch.randn(content.shape, generator=gen).to(content.device)
         return (0.5 + 0.15 * noise).clamp(0, 1)
-    return resize(to_tensor(_load(init), content.device), tuple(content.shape[-2:]))
+    return resize(to_tensor(start, content.device), tuple(content.shape[-2:]))

@@ -1,32 +1,59 @@
-"""dlib's face ResNet as a style backbone: the trunk must compute exactly what the face network computes."""
+"""dlib's face ResNet as a style backbone (the registry's ``dlib-resnet-v1``): its taps must be the one
+dlib trunk's block outputs, ``DlibResNet.features``, and through them the face network itself."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-pytest.importorskip("facestyle.models.dlib_resnet")
+from facestyle.models import registry
+from facestyle.models.dlib_resnet import DlibResNet
 
-from facestyle.models.dlib_resnet import load_dlib_resnet  # noqa: E402
-from facestyle.style.backbones import get_backbone  # noqa: E402
-from facestyle.style.dlib_backbone import DlibTrunk, dlib_resnet  # noqa: E402
+SPEC = registry.get_model("dlib-resnet-v1")
+BLOCKS = range(len(SPEC.taps))
 
 
-def test_trunk_reproduces_the_face_network_on_a_chip():
-    net = load_dlib_resnet(channels_last=False)
-    trunk = DlibTrunk(net)
+@pytest.fixture(scope="module")
+def extractor():
+    return registry.backbone("dlib-resnet-v1", list(SPEC.taps), "cpu")
+
+
+@pytest.fixture(scope="module")
+def chip_features(extractor):
+    """A random 150x150 image in [0, 1] and every tap of it (stylize's input range)."""
     x = torch.rand(1, 3, 150, 150, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        via_trunk = net.fc(trunk(x).mean(dim=(2, 3)))
+        return x, extractor(x)
+
+
+def test_the_backbone_is_the_registry_entry(extractor):
+    assert isinstance(extractor.body, DlibResNet)
+    assert extractor.name == "dlib-resnet-v1" and extractor.trained
+    assert SPEC.taps == tuple(f"block{k}" for k in BLOCKS) and len(SPEC.style_taps) == 4
+
+
+def test_each_tap_is_exactly_the_trunk_output_of_its_block(extractor, chip_features):
+    x, feats = chip_features
+    with torch.no_grad():
+        exact = [torch.equal(feats[f"block{k}"], extractor.body.features(x * 255, upto=k)) for k in BLOCKS]
+    assert all(exact), f"blocks differing: {[k for k in BLOCKS if not exact[k]]}"
+
+
+def test_the_last_tap_pooled_through_fc_is_the_face_descriptor(extractor, chip_features):
+    x, feats = chip_features
+    net = extractor.body
+    with torch.no_grad():
+        via_taps = net.fc(feats["block13"].mean(dim=(2, 3)))
         direct = net(x * 255.0)
-    assert torch.allclose(via_trunk, direct, atol=1e-4)
+    # 4e-7 relative when measured; a wrong block or input scale is off by far more.
+    assert float((via_taps - direct).abs().max() / direct.abs().max()) < 1e-5
 
 
-def test_dlib_backbone_taps_any_image_size():
-    info = get_backbone("dlib-resnet")
-    assert info.trained and len(info.style_taps) == 4
-    ex = dlib_resnet(list(info.style_taps) + list(info.content_taps))
-    feats = ex(torch.rand(1, 3, 96, 128))
-    assert set(feats) == set(info.style_taps) | set(info.content_taps)
-    channels = [feats[t].shape[1] for t in info.style_taps]
+def test_the_style_taps_work_on_any_image_size(extractor):
+    taps = list(SPEC.style_taps) + list(SPEC.content_taps)
+    ex = registry.backbone("dlib-resnet-v1", taps, "cpu")
+    with torch.no_grad():
+        feats = ex(torch.rand(1, 3, 96, 128))
+    assert set(feats) == set(taps)
+    channels = [feats[t].shape[1] for t in SPEC.style_taps]
     assert channels == sorted(channels) and channels[0] == 32  # deeper taps, more channels

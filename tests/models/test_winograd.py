@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facestyle.style.backbones import VGG19_LAYERS, build_vgg19_features
-from facestyle.style.winograd import WinogradConv2d, conv3x3_nhwc, transform_weights, worth_winograd
+from facestyle.models.vgg import VGG19_LAYERS, build_vgg19_features
+from facestyle.models.winograd import WinogradConv2d, conv3x3_nhwc, transform_weights, worth_winograd
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facestyle.style.colour import preserve_colours, rgb_to_yuv, yuv_to_rgb
+from facestyle.style.color import preserve_colors, rgb_to_yuv, yuv_to_rgb
 
 
 def test_yuv_round_trip_and_known_values():
@@ -15,12 +15,12 @@ def test_yuv_round_trip_and_known_values():
     assert np.allclose(yuv_to_rgb(yuv), rgb, atol=1e-6)
 
 
-def test_preserve_colours_takes_luma_from_stylised_and_chroma_from_content():
+def test_preserve_colors_takes_luma_from_stylised_and_chroma_from_content():
     rng = np.random.default_rng(0)
     # Mid-range values so the final clip to [0, 255] does not bite.
     content = rng.integers(90, 170, (16, 12, 3), dtype=np.uint8)
     stylised = rng.integers(90, 170, (16, 12, 3), dtype=np.uint8)
-    out = preserve_colours(stylised, content)
+    out = preserve_colors(stylised, content)
     assert out.shape == content.shape and out.dtype == np.uint8
     yo, yc, ys = rgb_to_yuv(out), rgb_to_yuv(content), rgb_to_yuv(stylised)
     assert np.abs(yo[..., 1:] - yc[..., 1:]).max() < 1.0  # chroma kept to rounding
