@@ -160,10 +160,12 @@ def _calibrate_on_att(pipe: FacePipeline, att: Path, far: float) -> tuple[float,
 
 def _style_step(style_dir: Path, out_dir: Path, say: Callable[[str], None]) -> dict:
     """A small Gatys run on the seeded *untrained* VGG19: the only style backbone that ships offline."""
+    from facestyle.style.options import StyleOptions
     from facestyle.style.transfer import stylize
 
     content, style = style_dir / "content" / "tubingen.jpg", style_dir / "styles" / "starry-night.jpg"
-    result = stylize(content, [style], size=256, steps=80, scales=2, backbone="vgg19-random")
+    options = StyleOptions(size=256, steps=80, scales=2, backbone="vgg19-random")
+    result = stylize(content, [style], options)
     target = save_image(out_dir / "tubingen-starry-night.vgg19-random.png", result.image)
     say(
         f"\nstyle transfer: {content.name} in the style of {style.name}, 256 px, 80 L-BFGS steps on the "

@@ -56,12 +56,18 @@ def dlib_resnet_extractor(
         net,
         {t: f"blocks.{int(t.removeprefix('block'))}" for t in taps},
         mean=(0.0, 0.0, 0.0),
-        std=(1 / 255, 1 / 255, 1 / 255),  # [0, 1] -> the 0..255 pixels the network normalises itself
+        std=(1.0, 1.0, 1.0),
+        input_transform=_to_pixels,  # the network normalises 0..255 pixels itself
         name=spec.name,
         trained=spec.trained,
         description=spec.description,
         method="features",
     ).to(_device(device))
+
+
+def _to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> 0..255 exactly as the pixels were (multiplying; dividing by a rounded 1/255 is not)."""
+    return x * 255.0
 
 
 def facenet(spec: ModelSpec, device: str | torch.device | None = None, **_: Any) -> nn.Module:
