@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facestyle.models.registry import detector as make_detector
 from facestyle.detect.boxes import iou_matrix
 from facestyle.io.images import load_image
+from facestyle.models.registry import detector as make_detector
 
 #: image (relative to lfw-view1/images) -> faces checked by eye, x1 y1 x2 y2 in the 150x150 image.
 EYE_BOXES = {

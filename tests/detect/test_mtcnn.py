@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestyle.models.registry import detector as make_detector
 from facestyle.io.images import load_image
+from facestyle.models.registry import detector as make_detector
 
 
 def _iou(a, b) -> float:

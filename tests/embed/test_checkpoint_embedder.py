@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from facestyle.errors import UsageError
 from facestyle.embed.checkpoint import save_checkpoint
 from facestyle.embed.embedder import embed_tapped, tap_layer
 from facestyle.embed.heads import EmbeddingHead
+from facestyle.errors import UsageError
 
 
 @pytest.fixture(scope="module")

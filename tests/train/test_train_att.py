@@ -62,8 +62,8 @@ def test_short_training_run_improves_held_out_people(att_subset: Path, tmp_path:
     assert curve.read_bytes()[:4] == b"\x89PNG"
 
     # The checkpoint is a first-class embedder: base embedder + head, weights-only, with its metadata.
-    from facestyle.embed.loader import load_embedder
     from facestyle.embed.checkpoint import CheckpointEmbedder, read_checkpoint
+    from facestyle.embed.loader import load_embedder
 
     raw = torch.load(ckpt, weights_only=True)
     assert set(raw) == {"format", "version", "meta_json", "head", "pair_head"}

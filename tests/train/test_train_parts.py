@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from facestyle.errors import UsageError
 from facestyle.embed.checkpoint import read_checkpoint, save_checkpoint
+from facestyle.embed.heads import EmbeddingHead, SiamesePairHead
+from facestyle.errors import UsageError
 from facestyle.train.data import balanced_pairs, split_by_identity
-from facestyle.embed.heads import EmbeddingHead
 from facestyle.train.sampler import PKSampler
-from facestyle.embed.heads import SiamesePairHead
 from facestyle.train.siamese import pair_bce_loss, pairs_from_batch
 
 

@@ -44,7 +44,9 @@ def test_training_learns_to_ignore_the_nuisance_subspace(loss):
 def test_early_stopping_keeps_the_best_epoch():
     x_tr, y_tr = _features(40, 6, 2, seed=0)
     x_va, y_va = _features(12, 6, 1, seed=1)
-    result = fit_embedding_head(x_tr, y_tr, x_va[:, 0], y_va, EmbeddingHeadOptions(epochs=60, patience=2, lr=1e-2, seed=0))
+    result = fit_embedding_head(
+        x_tr, y_tr, x_va[:, 0], y_va, EmbeddingHeadOptions(epochs=60, patience=2, lr=1e-2, seed=0)
+    )
     accs = [h.val_accuracy for h in result.history]
     assert result.best.val_accuracy == max(accs)
     if result.stopped_early:
