@@ -18,8 +18,10 @@ Caching: each file's result is stored under ``$FACESTYLE_HOME/cache/features``, 
 numbers: the model and its weights version, the detector, the face choice and the no-face policy
 (plus, for training views, their number, seed, augmentation and layer). The chosen face's landmarks
 are stored too, so augmented views of a photo never run detection again. Files that could not be read
-are not cached. Cache files are written atomically and merged with what another process may have
-written meanwhile; a corrupt cache file is only a cache, and is recomputed.
+are not cached. Training views are drawn from one random stream over the list of files, so they are
+cached per list (see :meth:`FaceFeatures.views`). Cache files are written atomically (owner-only:
+embeddings of people are biometric data) and merged with what another process may have written
+meanwhile; a corrupt cache file is only a cache, and is recomputed.
 """
 
 from __future__ import annotations
@@ -167,11 +169,6 @@ def _identify(item: ImageLike, label: str) -> tuple[str, str | None]:
         return str(item), file_key(item)
     except OSError:
         return str(item), None
-
-
-def _path_seed(path: Path) -> int:
-    """A stable 64-bit number for a file's absolute path (the same in every process)."""
-    return int.from_bytes(hashlib.sha256(str(path.resolve()).encode()).digest()[:8], "little")
 
 
 _NAN_BOX = np.full(4, np.nan, np.float32)
@@ -337,52 +334,92 @@ class FaceFeatures:
         ``make_views(chip, rng)`` returns the ``(V, S, S, 3)`` views (view 0 the chip itself);
         ``variant`` names everything that shapes them (augmentation settings) for the cache key. With
         ``tap`` the inputs of that final network layer are returned instead of embeddings.
+
+        One random stream (``seed``) runs over the files in order, so a run is reproduced by the same
+        list of files; the table is therefore cached as a whole, keyed by every file (in order) and
+        the options. Detection is still served from the per-file cache.
         """
         t0 = time.perf_counter()
         paths = [Path(p) for p in paths]
-        store = _Store(f"{self.key}|views={n_views}|seed={seed}|tap={tap or ''}|{variant}", self.cache)
-        rows: list[np.ndarray | None] = []
+        key = f"{self.key}|views={n_views}|seed={seed}|tap={tap or ''}|{variant}|" + _list_digest(paths)
+        cached = _read_table(key) if self.cache else None
+        if cached is not None:
+            return cached
+        rng = np.random.default_rng(seed)
+        n = len(paths)
         status: list[str] = []
         errors: list[str | None] = []
-        boxes = np.full((len(paths), 4), np.nan, np.float32)
-        computed = 0
+        boxes = np.full((n, 4), np.nan, np.float32)
+        rows: list[np.ndarray | None] = []
         try:
-            for i, path in enumerate(progress(paths, len(paths), "embedding training views")):
-                fkey = file_key(path) if path.is_file() else None
-                hit = store.get(fkey) if fkey else None
-                if hit is not None:
-                    rows.append(hit.value)
-                    status.append(hit.status)
-                    errors.append(None)
-                    boxes[i] = hit.box
-                    continue
+            for i, path in enumerate(progress(paths, n, "embedding training views")):
                 res = self.chip(path, str(path))
                 status.append(res.status)
                 errors.append(res.error)
                 boxes[i] = res.box
-                if res.status != "ok":
-                    rows.append(None)
-                    if res.status == "no_face" and fkey:
-                        store.put(fkey, _Entry("no_face", _NAN_BOX, _NAN_MARKS, None))
-                    continue
-                # Each file draws its views from its own stream (seed and path), so a file's views do
-                # not depend on which other files were in the run or in the cache.
-                rng = np.random.default_rng([seed, _path_seed(path)])
-                value = embed_tapped(self.embedder, make_views(res.chip, rng), tap).astype(np.float32)
-                rows.append(value)
-                computed += 1
-                store.put(fkey, _Entry("ok", res.box, _NAN_MARKS, value))
+                ok = res.status == "ok"
+                rows.append(embed_tapped(self.embedder, make_views(res.chip, rng), tap) if ok else None)
         finally:
             self._store.save()
-            store.save()
         shape = next((r.shape for r in rows if r is not None), (n_views, self.embedder.embedding_size))
-        values = (
-            np.stack([r if r is not None else np.full(shape, np.nan, np.float32) for r in rows])
-            if rows
-            else (np.zeros((0, *shape), np.float32))
+        values = np.full((n, *shape), np.nan, np.float32)
+        for i, r in enumerate(rows):
+            if r is not None:
+                values[i] = r
+        table = FeatureTable(
+            [str(p) for p in paths], values, status, errors, boxes, sum(r is not None for r in rows)
         )
-        labels = [str(p) for p in paths]
-        return FeatureTable(labels, values, status, errors, boxes, computed, time.perf_counter() - t0)
+        table.seconds = time.perf_counter() - t0
+        if self.cache and "error" not in status:  # a table with unreadable files is not worth keeping
+            _write_table(key, table)
+        return table
+
+
+def _list_digest(paths: Sequence[Path]) -> str:
+    """Digest of the files of a list, in order (each by :func:`file_key`; missing files by path)."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            h.update(file_key(p).encode())
+        except OSError:
+            h.update(f"{p}|unreadable".encode())
+    return h.hexdigest()
+
+
+def _table_path(key: str) -> Path:
+    return cache_root() / f"views-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+
+def _read_table(key: str) -> FeatureTable | None:
+    """A whole cached views table, or None (absent, corrupt or another key)."""
+    path = _table_path(key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            return FeatureTable(
+                [str(p) for p in z["paths"]],
+                z["values"],
+                [str(s) for s in z["status"]],
+                [None] * len(z["status"]),
+                z["boxes"],
+            )
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_table(key: str, table: FeatureTable) -> None:
+    arrays = {
+        "key": np.array(key),
+        "paths": np.array(table.paths, dtype=str),
+        "values": table.values.astype(np.float32),
+        "status": np.array(table.status, dtype=str),
+        "boxes": table.boxes.astype(np.float32),
+    }
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the next run its time
+        atomic_write(_table_path(key), lambda tmp: np.savez(tmp, **arrays), ".npz", mode=0o600)
 
 
 # ------------------------------------------------------------------------------------------ whole images
