@@ -162,3 +162,18 @@ def test_unknown_top_level_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError):
         facestyle.no_such_thing  # noqa: B018
+
+
+def test_the_face_pipeline_loads_only_what_it_needs() -> None:
+    """Cold start (benchmarks/cold_start.py): building and running the default pipeline must not import
+    torchvision or facenet-pytorch (a second of start-up), nor sympy (what `Module.to_empty` pulls in)."""
+    code = (
+        "import numpy as np, sys\n"
+        "from facestyle.api import FacePipeline\n"
+        "pipe = FacePipeline(device='cpu')\n"
+        "pipe.faces(np.full((64, 64, 3), 128, np.uint8))\n"
+        "print(*(m for m in ('torchvision', 'facenet_pytorch', 'sympy', 'faiss') if m in sys.modules))\n"
+    )
+    run = _fresh(code)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "", f"the face pipeline imported {run.stdout.strip()}"
