@@ -286,8 +286,8 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
         for t in range(n):
             for p in range(n):
                 if cm[t, p]:
-                    colour = "white" if norm[t, p] > 0.5 else "black"
-                    ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=fontsize, color=colour)
+                    ink = "white" if norm[t, p] > 0.5 else "black"
+                    ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=fontsize, color=ink)
     ax.set_title(title or "confusion matrix (rows: true class, normalised)")
     fig.tight_layout()
     fig.canvas.draw()
