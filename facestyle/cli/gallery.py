@@ -8,8 +8,6 @@ go on past a bad image and exit with the most serious code met: 5 > 3 > 2 > 1 > 
 
 from __future__ import annotations
 
-import datetime as _dt
-import json as _json
 from pathlib import Path
 
 import typer
@@ -174,10 +172,6 @@ def _open(gallery: Path | None, write: bool = False):
     return Gallery.open(gallery, create=False, read_only=not write, autosave=True, on_note=note)
 
 
-def _when(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.UTC).isoformat(timespec="seconds")
-
-
 @gallery_app.command("list")
 def list_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
     """Enrolled names with their number of templates."""
@@ -197,23 +191,7 @@ def show_cmd(
     """One identity: its templates with source file name, image SHA-256, detector, box and date."""
     with user_errors(), _open(gallery) as g:
         info = g.show(name)
-        data = {
-            "name": info.name,
-            "created": _when(info.created_at),
-            "updated": _when(info.updated_at),
-            "model": g.model,
-            "templates": [
-                {
-                    "id": t.id,
-                    "source": t.source,
-                    "image_sha256": t.image_sha256,
-                    "detector": t.detector,
-                    "box": None if t.box is None else _json.loads(t.box),
-                    "created": _when(t.created_at),
-                }
-                for t in info.templates
-            ],
-        }
+        data = {**info.to_dict(), "model": g.model}
         if json:
             print_json(data)
         else:

@@ -17,6 +17,8 @@ build a path.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import sqlite3
 import time
@@ -69,13 +71,39 @@ class TemplateInfo:
     box: str | None
     created_at: float
 
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "image_sha256": self.image_sha256,
+            "detector": self.detector,
+            "box": None if self.box is None else json.loads(self.box),
+            "created": iso_time(self.created_at),
+        }
+
 
 @dataclass(frozen=True)
 class IdentityInfo:
+    """One enrolled person and the templates stored for them."""
+
     name: str
     created_at: float
     updated_at: float
     templates: tuple[TemplateInfo, ...]
+
+    def to_dict(self) -> dict:
+        """What ``facestyle gallery show --json`` prints (the CLI adds the gallery's model)."""
+        return {
+            "name": self.name,
+            "created": iso_time(self.created_at),
+            "updated": iso_time(self.updated_at),
+            "templates": [t.to_dict() for t in self.templates],
+        }
+
+
+def iso_time(ts: float) -> str:
+    """A stored timestamp as ISO 8601 UTC to the second."""
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
 
 
 def check_name(name: str) -> str:
