@@ -42,6 +42,7 @@ def collect() -> dict:
         "numpy": _version("numpy"),
         "faiss": _version("faiss-cpu"),
         "opencv": _version("opencv-python-headless"),
+        "h5py": _version("h5py"),
         "dlib (tests only)": _version("dlib-bin"),
         "device": str(resolve_device()),
         "devices": available_devices(),

@@ -179,6 +179,7 @@ def doctor(json: bool = JsonOpt) -> None:
             "numpy",
             "faiss",
             "opencv",
+            "h5py",
             "device",
             "threads",
         ):

