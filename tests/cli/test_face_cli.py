@@ -34,9 +34,9 @@ def test_compare_same_and_different(lfw_images):
     other = run("compare", lfw_images["a1"], lfw_images["b"], "--json")
     s, o = json.loads(same.stdout), json.loads(other.stdout)
     assert s["similarity"] > o["similarity"]
-    if s["threshold"] is not None:  # the registry carries a measured threshold
-        assert (same.exit_code, s["same"]) == (0, True)
-        assert (other.exit_code, o["same"]) == (EXIT_NO_MATCH, False)
+    assert s["threshold"] == o["threshold"] == 0.908  # dlib-resnet-v1's measured default
+    assert (same.exit_code, s["same"]) == (0, True)
+    assert (other.exit_code, o["same"]) == (EXIT_NO_MATCH, False)
 
 
 def test_compare_with_explicit_threshold(lfw_images):

@@ -7,14 +7,13 @@ checks: a wrong template costs accuracy long before it costs anything visible.
 
 from __future__ import annotations
 
+import dlib  # noqa: E402  (dlib-bin, a dev dependency, is the parity reference: missing is a failure)
 import numpy as np
 import pytest
 
 from facestyle.api import FacePipeline
 from facestyle.io.images import load_image
 from facestyle.models.registry import path_of
-
-dlib = pytest.importorskip("dlib", reason="dlib-bin is the parity reference (a dev dependency)")
 
 
 @pytest.fixture(scope="module")

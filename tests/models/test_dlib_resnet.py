@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dlib  # noqa: E402  (dlib-bin, a dev dependency, is the parity reference: missing is a failure)
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ from facestyle.models.dlib_resnet import (
     zero_extended_add,
 )
 from facestyle.models.registry import path_of
-
-dlib = pytest.importorskip("dlib", reason="dlib (dev extra dlib-bin) is the parity reference")
 
 LFW_PEOPLE = [
     "Aaron_Peirsol",
