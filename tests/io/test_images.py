@@ -32,22 +32,44 @@ def test_exif_orientation_is_applied(tmp_path):
     assert np.abs(out.astype(int) - expected.astype(int)).mean() < 3
 
 
-@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16", "1"])
-def test_modes_become_rgb(tmp_path, mode):
-    img = (
-        _gradient().convert(mode)
-        if mode != "I;16"
-        else Image.fromarray(np.arange(800, dtype=np.uint16).reshape(20, 40) * 80)
-    )
-    ext = "tiff" if mode in ("CMYK", "I;16") else "png"
-    path = tmp_path / f"img.{ext}"
-    img.save(path)
+def _pil_reference(path: Path) -> np.ndarray:
+    """PIL's own RGB of a file, transparent parts composited onto white (the rule load_image promises)."""
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1", "P+transparency"])
+def test_modes_become_the_rgb_pil_makes_of_them(tmp_path, mode):
+    img = _gradient()
+    if mode in ("RGBA", "LA"):
+        alpha = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (20, 1))  # transparent to opaque
+        img = img.convert("RGBA")
+        img.putalpha(Image.fromarray(alpha))
+        img = img.convert(mode)
+    elif mode == "P+transparency":
+        img = img.convert("P")
+        img.info["transparency"] = int(np.asarray(img)[0, 0])  # one palette entry is see-through
+    else:
+        img = img.convert(mode)
+    path = tmp_path / ("img.tiff" if mode == "CMYK" else "img.png")
+    img.save(path, transparency=img.info["transparency"]) if mode == "P+transparency" else img.save(path)
     out = load_image(path)
     assert out.dtype == np.uint8 and out.shape == (20, 40, 3)
-    if mode == "L":
-        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
-    if mode == "I;16":
-        assert out[..., 0].max() == 255 and out[..., 0].min() == 0  # stretched, not clipped to black
+    np.testing.assert_array_equal(out, _pil_reference(path))
+    if mode in ("RGBA", "LA", "P+transparency"):
+        assert (out[0, 0] == 255).all()  # the fully transparent corner reads as white paper
+
+
+def test_16_bit_grey_is_stretched_not_clipped(tmp_path):
+    arr = np.arange(800, dtype=np.uint16).reshape(20, 40) * 80  # 0..63920
+    path = tmp_path / "img.png"
+    Image.fromarray(arr).save(path)
+    out = load_image(path)
+    assert out.shape == (20, 40, 3) and (out[..., 0] == out[..., 2]).all()
+    expected = (arr.astype(np.float32) / arr.max() * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(out[..., 0], expected)
 
 
 def test_alpha_composites_onto_white(tmp_path):
