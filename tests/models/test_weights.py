@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,42 @@ def test_mtcnn_state_dicts_load_weights_only():
     state = load_torch_state(get_model("mtcnn"), "onet.pt")
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert any(k.startswith("conv1") for k in state)
+
+
+class _Payload:
+    """Unpickling this runs code (it recreates itself by calling ``_touch``): what a hostile file does."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(marker: str) -> str:
+    Path(marker).write_text("code ran")
+    return marker
+
+
+def test_a_pickle_with_code_is_refused_even_with_the_right_checksum(tmp_path, monkeypatch):
+    """The checksum says the file is the one we expect; weights_only must still refuse to run code from
+    it (a registry entry with a wrong digest, or a poisoned mirror, must not become code execution)."""
+    from facestyle.errors import UsageError
+    from facestyle.io.files import load_tensor_file
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "20180402-114759-vggface2.pt"
+    torch.save({"weight": torch.zeros(2), "payload": _Payload(str(marker))}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = registry.MODELS["facenet-vggface2"]
+    patched = dataclasses.replace(spec, files=(dataclasses.replace(spec.files[0], sha256=digest),))
+    monkeypatch.setitem(registry.MODELS, "facenet-vggface2", patched)
+    import_weights(patched, path)  # the checksum matches: the file is accepted into the cache
+    with pytest.raises(ChecksumError, match="cannot be read as torch weights"):
+        load_torch_state(patched)
+    with pytest.raises(UsageError, match="not a readable checkpoint"):  # user files: heads, checkpoints
+        load_tensor_file(path, "checkpoint")
+    assert not marker.exists(), "unpickling ran the payload's code"
 
 
 def test_missing_download_names_file_and_command():
