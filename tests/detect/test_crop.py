@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from facestyle.align.similarity import apply_transform, similarity_transform
 from facestyle.align.templates import DLIB_150
 from facestyle.align.warp import align_face
 from facestyle.api import save_face_chips
@@ -27,18 +26,24 @@ def _synthetic_face() -> tuple[np.ndarray, Face]:
     return image, Face(np.array([40, 40, 160, 170], np.float32), 0.99, landmarks)
 
 
-def test_chip_puts_landmarks_on_template() -> None:
-    image, face = _synthetic_face()
-    (chip,) = aligned_chips(image, [face])
+#: One colour per landmark, so a mirrored or rotated chip cannot pass for a right one.
+DOT_COLORS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255))
+
+
+def test_chip_puts_the_landmarks_on_the_template_points() -> None:
+    """The photo is made so the answer is known without the code's own transform: the five dots sit
+    at the template's points scaled by 2 and shifted by (30, 40). The chip must undo exactly that, so
+    each dot lands on its template point, in its own colour."""
+    scale, shift = 2.0, np.array([30.0, 40.0])
+    marks = DLIB_150 * scale + shift
+    image = np.zeros((400, 400, 3), np.uint8)
+    for (x, y), color in zip(np.round(marks).astype(int), DOT_COLORS, strict=True):
+        image[y - 3 : y + 4, x - 3 : x + 4] = color
+    (chip,) = aligned_chips(image, [Face(np.array([0, 0, 400, 400], np.float32), 1.0, marks)])
     assert chip.shape == (150, 150, 3) and chip.dtype == np.uint8
-    # Where the dots went: the similarity transform that maps landmarks onto the template.
-    matrix = similarity_transform(face.landmarks.astype(np.float64), DLIB_150.astype(np.float64))
-    mapped = apply_transform(matrix, face.landmarks.astype(np.float64))
-    for x, y in np.round(mapped).astype(int):
-        if 0 <= x < 150 and 0 <= y < 150:
-            assert chip[y, x].max() > 100, f"no dot near ({x}, {y})"
-    # The chip is mostly dark (the image was): nothing else was pasted in.
-    assert chip.mean() < 40
+    for (x, y), color in zip(np.round(DLIB_150).astype(int), DOT_COLORS, strict=True):
+        np.testing.assert_array_equal(chip[y, x], color)  # a 7 px dot halves to 3.5 px: its centre is exact
+    assert chip.mean() < 10  # and nothing else was pasted in: the photo is black elsewhere
 
 
 def test_save_face_chips_writes_one_file_per_face(tmp_path: Path) -> None:

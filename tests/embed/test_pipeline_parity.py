@@ -66,6 +66,8 @@ def test_mtcnn_alignment_reproduces_dlib_pipeline(pipe, dlib_models, lfw_dir):
     sims = np.array(sims)
     print(f"cosine(ours, dlib) over {len(sims)} LFW photos: min {sims.min():.4f} mean {sims.mean():.4f}")
     assert len(sims) >= 16
-    # Different detectors and landmarks give slightly different chips; measured: min 0.99, mean 0.995.
-    assert sims.mean() > 0.985
-    assert sims.min() > 0.96
+    # Different detectors and landmarks give slightly different chips. Measured on these 23 photos:
+    # mean 0.9944, min 0.9838 (on 112 photos: mean 0.9941, 5th percentile 0.990). A template 3 px off
+    # (the size of its measured spread) brings the mean below the floor.
+    assert sims.mean() > 0.992
+    assert sims.min() > 0.98
