@@ -79,7 +79,11 @@ def describe(exc: BaseException | str, flags: dict[str, str] | None = None) -> s
 
 
 def item_error(exc: BaseException | str, flags: dict[str, str] | None = None) -> None:
-    """Report one failed item of a batch on stderr (the batch goes on)."""
+    """Report one failed item of a batch on stderr (the batch goes on); with ``--debug``, its traceback."""
+    if STATE["debug"] and isinstance(exc, BaseException):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     err.print(f"[red]error:[/] {describe(exc, flags)}", highlight=False)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -56,6 +57,25 @@ GALLERY_ENV = "FACESTYLE_GALLERY"
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
 LOCK_NAME = "lock"
+
+
+#: How long a writer waits for another process's write before giving up (seconds; env overrides).
+LOCK_TIMEOUT = 120.0
+LOCK_TIMEOUT_ENV = "FACESTYLE_LOCK_TIMEOUT"
+
+
+def lock_timeout() -> float:
+    """Seconds a write waits for the gallery's lock: ``$FACESTYLE_LOCK_TIMEOUT``, else 120."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not text:
+        return LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a positive number of seconds")
+    return value
 
 
 def resolve_gallery_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -163,7 +183,7 @@ class Gallery(PhotoMethods):
         self._store = store
         self._db = threading.RLock()  # one SQLite connection, used by one thread at a time
         self._rw = ReadWriteLock()
-        self._lock = WriterLock(path / LOCK_NAME)
+        self._lock = WriterLock(path / LOCK_NAME, timeout=lock_timeout())
         self._on_note = on_note
         self._default_threshold = default_threshold
         self._index: VectorIndex | None = None

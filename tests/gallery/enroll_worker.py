@@ -1,14 +1,18 @@
 """Subprocess used by the durability tests: enroll synthetic vectors and report each commit.
 
-Usage: ``python enroll_worker.py GALLERY PREFIX COUNT [--no-autosave]``. Prints ``done NAME`` (flushed)
-right after each ``Gallery.enroll`` returns, i.e. after its SQLite transaction committed: those are
-the enrollments the tests require to survive a SIGKILL at any later moment.
+Usage: ``python enroll_worker.py GALLERY PREFIX COUNT [--no-autosave] [--barrier]``. Prints
+``done NAME TIME`` (flushed) right after each ``Gallery.enroll`` returns, i.e. after its SQLite
+transaction committed: those are the enrollments the tests require to survive a SIGKILL at any later
+moment. TIME is ``time.monotonic()`` (one clock for every process of the machine). With
+``--barrier`` the worker opens the gallery, prints ``ready`` and waits for a line on stdin before
+enrolling, so that several workers start writing together.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import time
 
 import numpy as np
 
@@ -28,12 +32,18 @@ def main() -> None:
 
     path, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     autosave = "--no-autosave" not in sys.argv
-    print("ready", flush=True)
+    barrier = "--barrier" in sys.argv
+    if not barrier:
+        print("ready", flush=True)
     with Gallery.open(path, model=MODEL, dim=DIM, autosave=autosave) as gallery:
+        if barrier:
+            print("ready", flush=True)
+            sys.stdin.readline()
+            print(f"go {time.monotonic():.6f}", flush=True)
         for i in range(count):
             name = f"{prefix}{i}"
             gallery.enroll(name, vector_for(name), image_sha256=hashlib.sha256(name.encode()).hexdigest())
-            print(f"done {name}", flush=True)
+            print(f"done {name} {time.monotonic():.6f}", flush=True)
 
 
 if __name__ == "__main__":
