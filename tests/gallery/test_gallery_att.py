@@ -34,11 +34,12 @@ PER_SUBJECT = 10
 RANK1_FLOOR = 0.98
 NO_FACE_CEILING = 0.01
 #: AT&T's small grey crops score high for everyone with dlib's model (impostor mean 0.856, genuine
-#: 0.974), so the threshold here is 0.92, measured on this data: genuine accepted 0.9972, impostors
-#: (next subject) accepted 0.0000, all impostor pairs 0.0073. The registry default is for colour photos.
+#: 0.974), so the threshold here is 0.92, measured on this data: genuine accepted 0.9972, impostor
+#: claims accepted 0.0069 (every probe against every other enrolled person; the README's figures).
+#: The registry default is for colour photos.
 VERIFY_THRESHOLD = 0.92
-GENUINE_ACCEPT_FLOOR = 0.97
-IMPOSTOR_ACCEPT_CEILING = 0.02
+GENUINE_ACCEPT_FLOOR = 0.995
+IMPOSTOR_ACCEPT_CEILING = 0.012
 
 runner = CliRunner()
 
@@ -123,15 +124,17 @@ def test_verify_genuine_and_impostor_pairs(att_embedded, tmp_path: Path) -> None
                 if i == picks[s] or np.isnan(emb[s, i, 0]):
                     continue
                 genuine.append(g.verify(f"s{s + 1}", emb[s, i]))
-                impostor.append(g.verify(f"s{(s + 1) % SUBJECTS + 1}", emb[s, i]))  # the next subject
+                # Every other enrolled person claimed by this probe (39 claims per probe).
+                impostor.extend(g.verify(f"s{o + 1}", emb[s, i]) for o in range(SUBJECTS) if o != s)
     genuine, impostor = np.array(genuine), np.array(impostor)
+    assert len(genuine) == 359 and len(impostor) == 359 * (SUBJECTS - 1)
     accept_g = float((genuine >= VERIFY_THRESHOLD).mean())
     accept_i = float((impostor >= VERIFY_THRESHOLD).mean())
     print(
         f"\nAT&T verify at {VERIFY_THRESHOLD}: genuine accepted {accept_g:.4f} (mean {genuine.mean():.3f}), "
         f"impostors accepted {accept_i:.4f} (mean {impostor.mean():.3f})"
     )
-    assert genuine.mean() - impostor.mean() > 0.08  # measured 0.118
+    assert genuine.mean() - impostor.mean() > 0.1  # measured 0.118
     assert accept_g >= GENUINE_ACCEPT_FLOOR
     assert accept_i <= IMPOSTOR_ACCEPT_CEILING
 
