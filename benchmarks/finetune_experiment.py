@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0, help="split, sampling and augmentation seed")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--train-last-layer", action="store_true", help="also train the backbone's fc layer")
     ap.add_argument("--json", type=Path, default=None)
@@ -136,6 +137,7 @@ def main() -> None:
         epochs=args.epochs,
         patience=args.patience,
         views=args.views,
+        seed=args.seed,
         tap="fc" if args.train_last_layer else "",
     )
     ckpt = work / f"{args.dataset}-{args.loss}{'-fc' if args.train_last_layer else ''}.pt"

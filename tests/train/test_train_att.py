@@ -1,8 +1,9 @@
 """A short real training run on AT&T faces, through the `train` command and the checkpoint embedder.
 
 The frozen backbone's features are computed once (the run caches them); a few epochs of the head then
-take seconds. What must hold on people the head never saw: the held-out triplet loss goes down and the
-held-out verification accuracy does not go down.
+take seconds. This test holds the mechanics to account: the head fits (the early-stopping people's
+triplet loss falls), a later epoch is kept, and the checkpoint is an embedder everywhere. Whether
+training helps people that neither training nor early stopping saw is test_finetune_claims.py's job.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def test_short_training_run_improves_held_out_people(att_subset: Path, tmp_path:
     hist = summary["history"]
     before, after = summary["before"], summary["after"]
     assert summary["val_identities"] == 5 and summary["train_identities"] == 15
-    # the held-out triplet loss falls, both at the kept epoch and at the end of the run
-    assert after["val_loss"] < before["val_loss"]
+    # The early-stopping people's triplet loss falls (measured 0.031 -> 0.0002 at the kept epoch 3);
+    # their accuracy is already 1.000 before training, so it cannot show anything here.
+    assert after["val_loss"] < 0.1 * before["val_loss"]
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]
-    assert after["val_accuracy"] >= before["val_accuracy"]
+    assert summary["best_epoch"] == 3  # measured; epoch 0 (the base model) is not what was kept
     assert hist[1]["train_loss"] > 0
     assert curve.read_bytes()[:4] == b"\x89PNG"
 
@@ -79,8 +81,7 @@ def test_short_training_run_improves_held_out_people(att_subset: Path, tmp_path:
     got = emb.embed_chips(chips)
     want = ck.head(torch.from_numpy(base.embed_chips(chips))).detach().numpy()
     assert np.allclose(got, want, atol=1e-5) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
-    if summary["best_epoch"] > 0:  # a trained head really changes the embedding
-        assert not np.allclose(got, base.embed_chips(chips), atol=1e-3)
+    assert not np.allclose(got, base.embed_chips(chips), atol=1e-3)  # the trained head changes embeddings
 
     # ... and the face commands take it wherever they take a model name.
     photo_a, photo_b = att_subset / "s1" / "1.pgm", att_subset / "s1" / "2.pgm"
