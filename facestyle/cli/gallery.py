@@ -52,13 +52,21 @@ ThresholdOpt = typer.Option(
 
 
 def _open_for_photos(
-    gallery: Path | None, model: str | None, detector: str, device: str | None, create: bool
+    gallery: Path | None, model: str | None, detector: str, device: str | None, write: bool
 ):
-    """The gallery with a face pipeline on its own model (a different --model is refused first)."""
+    """The gallery with a face pipeline on its own model (a different --model is refused first).
+    Reads (verify, identify) open it read-only: they work on read-only storage and take no lock."""
     from facestyle.gallery.faces import open_for_photos
 
     return open_for_photos(
-        gallery, model=model, detector=detector, device=device, create=create, autosave=False, on_note=note
+        gallery,
+        model=model,
+        detector=detector,
+        device=device,
+        create=write,
+        read_only=not write,
+        autosave=False,
+        on_note=note,
     )
 
 
@@ -90,7 +98,7 @@ def enroll(
         from facestyle.gallery.results import ImageAnswer
 
         codes: list[int] = []
-        with _open_for_photos(gallery, model, detector, device, create=True) as g:
+        with _open_for_photos(gallery, model, detector, device, write=True) as g:
             for path in progress(images, total=len(images), label="enroll", quiet=quiet or json):
                 try:
                     answer = g.enroll_image(name, path, largest=largest)
@@ -120,7 +128,7 @@ def verify(
 ) -> None:
     """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
     with user_errors():
-        with _open_for_photos(gallery, model, detector, device, create=False) as g:
+        with _open_for_photos(gallery, model, detector, device, write=False) as g:
             answer = g.verify_image(name, image, threshold=threshold)
         if json:
             print_json(answer.to_dict())
@@ -147,7 +155,7 @@ def identify(
     """1:N search: who is in each photo? "unknown" below the threshold. Exit 0 all known, 1 any unknown."""
     with user_errors():
         codes: list[int] = []
-        with _open_for_photos(gallery, model, detector, device, create=False) as g:
+        with _open_for_photos(gallery, model, detector, device, write=False) as g:
             answers = g.identify_images(images, top_k=top_k, threshold=threshold)
             for answer in progress(answers, total=len(images), label="identify", quiet=quiet or json):
                 code = STATUS_EXIT[answer.status]

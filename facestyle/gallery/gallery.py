@@ -48,7 +48,7 @@ from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kin
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
 from facestyle.gallery.photos import PhotoMethods, PhotoPipeline
 from facestyle.gallery.results import Candidate, EnrollResult, Match
-from facestyle.gallery.store import IdentityInfo, Store, check_name
+from facestyle.gallery.store import IdentityInfo, Store, check_name, on_read_only_mount
 
 log = logging.getLogger("facestyle.gallery")
 
@@ -76,6 +76,17 @@ def lock_timeout() -> float:
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a positive number of seconds")
     return value
+
+
+def _writable(path: Path) -> bool:
+    """Whether files can be created in the gallery directory (a read-only mount, or someone else's)."""
+    return os.access(path, os.W_OK | os.X_OK) and not on_read_only_mount(path)
+
+
+def read_only_error(path: Path, why: str = "") -> GalleryError:
+    """The one message for a write to a gallery that cannot be written."""
+    reason = f" ({why})" if why else " (opened read-only)"
+    return GalleryError(f"{path}: read-only gallery{reason}; reads work, writes need a writable copy")
 
 
 def resolve_gallery_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -240,6 +251,8 @@ class Gallery(PhotoMethods):
             if read_only:
                 gallery._store = Store(db, read_only=True)
             else:
+                if not _writable(gpath):
+                    raise read_only_error(gpath, "the storage is read-only or not ours to write")
                 with gallery._lock():
                     gallery._store = Store(db)
                     gallery._remove_stale_temp_files()
@@ -255,6 +268,7 @@ class Gallery(PhotoMethods):
         return gallery
 
     _rebuilt = False  # set when opening had to rebuild the index: write it at once for the others
+    _skip_index_file = False  # set by rebuild(): build from the database, not from the index file
 
     def close(self) -> None:
         """Write the index if it changed, and close the database. Idempotent."""
@@ -443,7 +457,7 @@ class Gallery(PhotoMethods):
         names = store.identity_names()
         model = store.get_meta("model") or ""
         gallery_id = store.get_meta("gallery_id") or ""
-        if self._index is None:
+        if self._index is None and not self._skip_index_file:
             try:
                 self._index, stamp = VectorIndex.load(self.path / INDEX_NAME, gallery_id, model, dim)
                 self._file_gen = stamp.generation
@@ -519,13 +533,17 @@ class Gallery(PhotoMethods):
         """Rebuild the index from SQLite and write it; returns the number of templates indexed."""
         self._check_open()
         if self.read_only:
-            raise GalleryError(f"{self.path}: opened read-only")
+            raise read_only_error(self.path)
+        # Build the new index in memory and replace the file in one rename: a reader opening the
+        # gallery meanwhile sees the old index or the new one, never a missing file.
         with self._rw.write(), self._lock():
             self._index = None
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / INDEX_NAME).unlink()
             self._live = _Live()
-            self._sync()
+            self._skip_index_file = True
+            try:
+                self._sync()
+            finally:
+                self._skip_index_file = False
             self._file_gen = -1
         self.flush()
         return 0 if self._index is None else self._index.ntotal
@@ -538,7 +556,7 @@ class Gallery(PhotoMethods):
         """
         self._check_open()
         if self.read_only:
-            raise GalleryError(f"{self.path}: opened read-only")
+            raise read_only_error(self.path)
         with self._rw.write(), self._lock():
             self._sync()
             with self._db, self._store.write(append_only) as conn:

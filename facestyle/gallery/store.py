@@ -23,6 +23,7 @@ import os
 import sqlite3
 import time
 import unicodedata
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +132,41 @@ def create_private_file(path: Path) -> None:
         os.close(fd)
 
 
+def _connect(path: Path, uri: str | None = None) -> sqlite3.Connection:
+    return sqlite3.connect(
+        uri or path,
+        uri=uri is not None,
+        timeout=60.0,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=64,
+    )
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open for reading without writing anything: ``mode=ro``. On read-only storage, where SQLite
+    cannot create the WAL's shared-memory file, the file is opened ``immutable`` (nothing can change
+    it there while we read)."""
+    base = "file:" + urllib.parse.quote(str(path.resolve()))
+    conn = _connect(path, base + "?mode=ro")
+    try:
+        conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(path.parent, os.W_OK) and not on_read_only_mount(path.parent):
+            raise
+    return _connect(path, base + "?mode=ro&immutable=1")
+
+
+def on_read_only_mount(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _as_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
@@ -147,14 +183,13 @@ class Store:
         elif not path.exists():
             raise GalleryError(f"{path.parent}: no gallery here (no {path.name})")
         try:
-            self.conn = sqlite3.connect(
-                path, timeout=60.0, isolation_level=None, check_same_thread=False, cached_statements=64
-            )
+            self.conn = _connect_read_only(path) if read_only else _connect(path)
             self.conn.execute("PRAGMA busy_timeout = 60000")
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":  # e.g. a network file system; rollback journal is still atomic
-                self.conn.execute("PRAGMA journal_mode = DELETE")
-            self.conn.execute("PRAGMA synchronous = FULL")
+            if not read_only:
+                mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":  # e.g. a network file system; rollback journal is still atomic
+                    self.conn.execute("PRAGMA journal_mode = DELETE")
+                self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             if not read_only:
                 with self.write():
