@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from facestyle.align.landmarks import landmarks_of
+from facestyle.checks import check_threshold
 from facestyle.detect.faces import Detector, Face, FaceChoice
 from facestyle.embed.embedder import Embedder
 from facestyle.embed.features import FaceFeatures, NoFacePolicy
 from facestyle.embed.loader import load_embedder
-from facestyle.errors import FacestyleError, ImageError, NoFaceError, SeveralFacesError
+from facestyle.errors import FacestyleError, ImageError, NoFaceError, SeveralFacesError, combine
 from facestyle.io.images import ImageLike, as_rgb, load_image, save_image
 from facestyle.models import registry
 
@@ -246,13 +247,18 @@ def compare(
     The similarity is cosine, except for a checkpoint with a Siamese pair head, whose probability (and
     threshold on that scale) is used.
     """
+    check_threshold(threshold)  # before the models load or the photos are read
     pipe = pipeline or default_pipeline()
-    faces = []
-    labels = []
-    for k, image in enumerate((image1, image2), start=1):
-        arr, label = as_rgb(image, f"image{k}")
-        faces.append(pipe.face(arr, largest=largest, label=label))
-        labels.append(label)
+    faces, labels, errors = [], [], []
+    for k, image in enumerate((image1, image2), start=1):  # both are read, so both problems are told
+        try:
+            arr, label = as_rgb(image, f"image{k}")
+            faces.append(pipe.face(arr, largest=largest, label=label))
+            labels.append(label)
+        except FacestyleError as exc:
+            errors.append(exc)
+    if errors:
+        raise combine(errors)
     similarity = float(pipe.embedder.score_pairs(faces[0].embedding[None], faces[1].embedding[None])[0])
     t = threshold if threshold is not None else pipe.embedder.default_threshold
     return Comparison(similarity, t, None if t is None else similarity >= t, pipe.model_name, *labels)

@@ -88,3 +88,35 @@ class ChecksumError(FacestyleError):
 
 class GalleryError(FacestyleError):
     exit_code = EXIT_GALLERY
+
+
+class GalleryParameterError(GalleryError, ParameterError):
+    """A gallery refusal that a parameter asked for (``new=True`` on an enrolled name): the gallery's
+    exit code, worded with the parameter so the CLI can name its flag."""
+
+
+#: Exit codes from least to most serious (a batch or a combined error takes the worst).
+SEVERITY = (
+    EXIT_OK,
+    EXIT_NO_MATCH,
+    EXIT_USAGE,
+    EXIT_NO_FACE,
+    EXIT_BAD_INPUT,
+    EXIT_WEIGHTS_MISSING,
+    EXIT_GALLERY,
+)
+
+
+def combine(errors: list[FacestyleError]) -> FacestyleError:
+    """One error for several independent failures (e.g. both photos of a comparison): the messages
+    joined, of the most serious one's type (a ParameterError's template is not kept) and exit code."""
+    if len(errors) == 1:
+        return errors[0]
+    worst = max(errors, key=lambda e: SEVERITY.index(e.exit_code))
+    kind = UsageError if isinstance(worst, ParameterError) else type(worst)
+    try:
+        combined = kind("; ".join(str(e) for e in errors))
+    except TypeError:  # a subclass with its own constructor
+        combined = FacestyleError("; ".join(str(e) for e in errors))
+    combined.exit_code = worst.exit_code
+    return combined

@@ -21,9 +21,8 @@ from rich.console import Console
 from facestyle.errors import (
     EXIT_BAD_INPUT,
     EXIT_NO_FACE,
-    EXIT_NO_MATCH,
     EXIT_OK,
-    EXIT_USAGE,
+    SEVERITY,
     FacestyleError,
     ParameterError,
 )
@@ -147,14 +146,17 @@ def progress(
             bar.advance(task)
 
 
+def err_warn(message: str) -> None:
+    """A warning on stderr, shown even with --quiet: it is about the result, not the progress."""
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
 def note(message: str) -> None:
     """A human note on stderr, unless quiet."""
     if not STATE["quiet"]:
         err.print(message, highlight=False)
 
 
-#: Exit codes from least to most serious: a batch command exits with the worst one it met.
-SEVERITY = (EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_NO_FACE, EXIT_BAD_INPUT)
 #: The exit code of each per-item status of a batch command.
 STATUS_EXIT = {"ok": EXIT_OK, "no_face": EXIT_NO_FACE, "error": EXIT_BAD_INPUT}
 

@@ -25,6 +25,7 @@ DetectorOpt = typer.Option(
     "mtcnn", "--detector", "-d", help="mtcnn (landmarks), haar (fast, box only) or a grid-head file."
 )
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Allow an output to replace one of the input files.")
 
 
 def detect(
@@ -35,6 +36,7 @@ def detect(
     ),
     crop: Path | None = typer.Option(None, "--crop", help="Write aligned face chips into this folder."),
     model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Chip geometry used by --crop."),
+    overwrite: bool = OverwriteOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -43,11 +45,18 @@ def detect(
     with user_errors():
         from facestyle.api import ImageResult
         from facestyle.errors import FacestyleError, UsageError
-        from facestyle.io.images import load_image
+        from facestyle.io.files import check_output_folder, check_output_path
+        from facestyle.io.images import IMAGE_FORMATS, load_image
         from facestyle.models.registry import detector as make_detector
 
-        if draw is not None and len(images) != 1:
-            raise UsageError("--draw takes exactly one input image")
+        if draw is not None:
+            if len(images) != 1:
+                raise UsageError("--draw takes exactly one input image")
+            check_output_path(
+                draw, param="draw", inputs=images, overwrite=overwrite, suffixes=list(IMAGE_FORMATS)
+            )
+        if crop is not None:
+            check_output_folder(crop, param="crop")
         det = make_detector(detector, device=device)
         results: list[ImageResult] = []
         for path in progress(images, total=len(images), label="detect", quiet=quiet or json):
@@ -92,17 +101,18 @@ def embed(
     out_file: Path | None = typer.Option(
         None, "--out", "-o", help="Save a .npy: one row per image (largest face; NaN if none)."
     ),
+    overwrite: bool = OverwriteOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Embed faces: L2-normalised vectors of the chosen model."""
-    with user_errors():
+    with user_errors(flags={"out": "--out"}):
         from facestyle.api import FacePipeline, face_matrix
-        from facestyle.errors import UsageError
+        from facestyle.io.files import check_output_path
 
-        if out_file is not None and out_file.suffix != ".npy":
-            raise UsageError(f"--out must name a .npy file, got {out_file}")
+        if out_file is not None:
+            check_output_path(out_file, param="out", inputs=images, overwrite=overwrite, suffixes=[".npy"])
         pipe = FacePipeline(model, detector, device=device)
         results = list(
             progress(

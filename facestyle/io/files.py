@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from facestyle.errors import UsageError
+from facestyle.errors import ImageError, ParameterError, UsageError, literal
 
 
 def current_umask() -> int:
@@ -95,3 +95,60 @@ def file_key(path: str | os.PathLike[str]) -> str:
     path = Path(path)
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def check_output_path(
+    path: str | os.PathLike[str],
+    *,
+    param: str = "output",
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
+    suffixes: Sequence[str] = (),
+) -> Path:
+    """Check an output file before any work is done, and return it.
+
+    Refused, each in one line: a path that is (or resolves to) one of ``inputs`` unless ``overwrite``
+    (a user's photo is never replaced by a result by accident), a suffix not in ``suffixes``, an
+    existing directory, a missing directory to write into, and a directory we may not write.
+    """
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in {s.lower() for s in suffixes}:
+        raise ParameterError(f"{{{param}}} must end in {' or '.join(suffixes)}", **{param: str(path)})
+    if not overwrite:
+        for item in inputs:
+            if _same_file(path, Path(item)):
+                raise ParameterError(
+                    f"{{{param}}} is one of the inputs ({literal(item)}); it would be overwritten. "
+                    "Choose another output, or pass {overwrite} to replace it",
+                    **{param: str(path), "overwrite": True},
+                )
+    if path.is_dir():
+        raise ParameterError(f"{{{param}}} is a directory; name a file", **{param: str(path)})
+    folder = path.parent
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: output directory does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ImageError(f"{folder}: output directory is not writable")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike[str], *, param: str = "output") -> Path:
+    """A folder to write files into: it may not exist yet (it is created), but it must not be a file,
+    and the nearest existing parent must be writable. Checked before any work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{{{param}}} is a file, not a folder to write into", **{param: str(path)})
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ImageError(f"{existing}: not writable")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (through links and ``..``), for files that exist."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()

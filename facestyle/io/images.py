@@ -39,7 +39,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: {why_not_a_file(path)}")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"{path}: permission denied")
     try:
         # Our limit is max_pixels, checked from the header before any pixel is decoded. Pillow's own
         # bomb warning starts lower (89.5 MP) and would refuse images the limit allows; its error
@@ -60,6 +62,36 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(f"{path}: not an image file (format not recognised)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def why_not_a_file(path: Path) -> str:
+    """What ``path`` is when it is not a regular file we can read, in a few words."""
+    import errno
+    import stat
+
+    try:
+        link = path.lstat()
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or "cannot be read"
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if stat.S_ISLNK(link.st_mode):
+            return "is a broken symbolic link"
+        return exc.strerror or "cannot be read"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image file"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device file, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "not a regular file"
 
 
 def _too_large(path: Path, width: int, height: int, max_pixels: int) -> ImageError:

@@ -26,11 +26,35 @@ from facestyle.models.specs import ModelSpec, WeightFile
 
 
 def facestyle_home() -> Path:
-    """Cache root: ``$FACESTYLE_HOME``, else ``$XDG_CACHE_HOME/facestyle``, else ``~/.cache/facestyle``."""
+    """Cache root: ``$FACESTYLE_HOME``, else ``$XDG_CACHE_HOME/facestyle``, else ``~/.cache/facestyle``.
+
+    An empty or relative ``XDG_CACHE_HOME`` is ignored (the XDG spec says so), and an empty ``HOME``
+    does not make ``/.cache``: the user's home comes from the password database then.
+    """
     if os.environ.get("FACESTYLE_HOME"):
         return Path(os.environ["FACESTYLE_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "facestyle"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "facestyle"
+    return user_home() / ".cache" / "facestyle"
+
+
+def user_home() -> Path:
+    """``$HOME`` if set and absolute, else the password database's home, else a private temp folder."""
+    home = os.environ.get("HOME", "")
+    if home and Path(home).is_absolute():
+        return Path(home)
+    try:
+        import pwd
+
+        entry = pwd.getpwuid(os.getuid()).pw_dir
+        if entry and Path(entry).is_absolute() and entry != "/":
+            return Path(entry)
+    except (ImportError, KeyError, OSError):
+        pass
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"facestyle-{os.getuid()}"
 
 
 def models_dir() -> Path:
@@ -49,9 +73,9 @@ def package_dir(package: str) -> Path | None:
 
 
 def _torch_hub_checkpoints() -> Path:
-    torch_home = os.environ.get("TORCH_HOME") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
-    )
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    cache = Path(xdg) if xdg and Path(xdg).is_absolute() else user_home() / ".cache"
+    torch_home = os.environ.get("TORCH_HOME") or str(cache / "torch")
     return Path(torch_home).expanduser() / "hub" / "checkpoints"
 
 
