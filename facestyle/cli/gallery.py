@@ -17,6 +17,7 @@ from facestyle.cli._common import (
     JsonOpt,
     QuietOpt,
     describe,
+    err_warn,
     item_error,
     note,
     out,
@@ -51,9 +52,7 @@ ThresholdOpt = typer.Option(
 )
 
 
-def _open_for_photos(
-    gallery: Path | None, model: str | None, detector: str, device: str | None, write: bool
-):
+def _open_for_photos(gallery: Path | None, model: str | None, detector: str, device: str | None, write: bool):
     """The gallery with a face pipeline on its own model (a different --model is refused first).
     Reads (verify, identify) open it read-only: they work on read-only storage and take no lock."""
     from facestyle.gallery.faces import open_for_photos
@@ -81,9 +80,26 @@ def _print_faces(answer) -> None:
         out.print(f"{prefix}: {who} {score}{tail}")
 
 
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _enrolled_line(answer) -> str:
+    """The human line of an :class:`~facestyle.gallery.results.Enrollment`."""
+    if answer.duplicate:
+        return f"{answer.image}: already enrolled as {answer.name!r} (nothing added)"
+    if answer.created:
+        return f"{answer.image}: enrolled {answer.name!r} (new identity)"
+    return f"{answer.image}: added a {_ordinal(answer.templates)} template to {answer.name!r}"
+
+
 def enroll(
     name: str = typer.Argument(..., help="The person's name (any text; stored as data)."),
     images: list[Path] = typer.Argument(..., help="One photo is enough; more photos add templates."),
+    new: bool = typer.Option(False, "--new", help="Refuse if NAME is already enrolled (a new person)."),
+    add: bool = typer.Option(False, "--add", help="Refuse unless NAME is already enrolled (more photos)."),
     largest: bool = typer.Option(False, "--largest", help="Use the largest face when a photo has several."),
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
@@ -92,27 +108,39 @@ def enroll(
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Enroll NAME from one or more photos (one face each). Re-enrolling the same photo adds nothing."""
+    """Enroll NAME from one or more photos (one face each). Re-enrolling the same photo adds nothing.
+
+    Without --new or --add, an enrolled NAME gets more templates and the output says so. A photo
+    near-identical to another identity's template is warned about, naming it."""
     with user_errors():
-        from facestyle.errors import FacestyleError
+        from facestyle.errors import FacestyleError, GalleryError
         from facestyle.gallery.results import ImageAnswer
 
         codes: list[int] = []
         with _open_for_photos(gallery, model, detector, device, write=True) as g:
+            g.check_enroll(name, new=new, add=add)  # before any photo is read
             for path in progress(images, total=len(images), label="enroll", quiet=quiet or json):
                 try:
-                    answer = g.enroll_image(name, path, largest=largest)
+                    answer = g.enroll_image(name, path, largest=largest, new=new, add=add)
+                    new, add = False, add or new  # --new holds for the first photo that enrolls
                     codes.append(EXIT_OK)
                 except FacestyleError as exc:
+                    if isinstance(exc, GalleryError):
+                        raise  # the whole gallery (or the name) is refused, not this photo
                     answer = ImageAnswer.failed(path, exc, describe(exc))
                     codes.append(exc.exit_code)
                     if not json:
                         item_error(exc)
+                if answer.status == "ok":
+                    for other in answer.look_alikes:
+                        err_warn(
+                            f"{answer.image} is near-identical to a template of {other.name!r} "
+                            f"(cosine {other.score:.4f}): the same photo or person under two names?"
+                        )
                 if json:
                     print_json(answer.to_dict())
                 elif answer.status == "ok":
-                    what = "already enrolled" if answer.duplicate else f"template {answer.template_id}"
-                    out.print(f"{answer.image}: enrolled {answer.name!r} ({what})")
+                    out.print(_enrolled_line(answer), highlight=False)
         raise typer.Exit(worst_exit(codes))
 
 

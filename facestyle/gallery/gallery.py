@@ -43,7 +43,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facestyle.errors import GalleryError, ParameterError, UsageError, literal
+from facestyle.checks import check_threshold, check_top_k
+from facestyle.errors import GalleryError, GalleryParameterError, ParameterError, UsageError, literal
 from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kind
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
 from facestyle.gallery.photos import PhotoMethods, PhotoPipeline
@@ -57,6 +58,10 @@ GALLERY_ENV = "FACESTYLE_GALLERY"
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
 LOCK_NAME = "lock"
+
+#: A new template this close (cosine) to another identity's is the same photo, or the same person,
+#: under a second name: enroll warns, naming that identity (5-10x above the spread of genuine pairs).
+LOOK_ALIKE = 0.995
 
 
 #: How long a writer waits for another process's write before giving up (seconds; env overrides).
@@ -389,8 +394,7 @@ class Gallery(PhotoMethods):
 
     def set_threshold(self, value: float | None, source: str = "") -> None:
         """Store the gallery's cosine threshold (None clears it), with where it came from."""
-        if value is not None and not -1.0 <= float(value) <= 1.0:
-            raise UsageError(f"a cosine threshold is between -1 and 1, got {value}")
+        check_threshold(value)
         self._write(
             lambda conn: (
                 self._store.set_meta(conn, "threshold", None if value is None else repr(float(value))),
@@ -400,7 +404,8 @@ class Gallery(PhotoMethods):
         )
 
     def resolve_threshold(self, threshold: float | None) -> float:
-        value = threshold if threshold is not None else self.threshold
+        """``threshold`` if given (checked: a finite cosine), else the gallery's; UsageError if neither."""
+        value = check_threshold(threshold) if threshold is not None else self.threshold
         if value is None:
             raise UsageError(
                 "no threshold: this gallery stores none and its model has no measured default; pass one"
@@ -571,6 +576,8 @@ class Gallery(PhotoMethods):
         name: str,
         embeddings: np.ndarray,
         *,
+        new: bool = False,
+        add: bool = False,
         image_sha256: str | None = None,
         source: str | None = None,
         detector: str | None = None,
@@ -578,10 +585,17 @@ class Gallery(PhotoMethods):
     ) -> EnrollResult:
         """Add one or more templates (rows of ``embeddings``) for ``name``, creating it if new.
 
+        ``new=True`` refuses a name that is already enrolled (a second person typed under the same
+        name would otherwise merge into it); ``add=True`` refuses a name that is not (a typo would
+        otherwise create a person). Either refusal is a :class:`GalleryParameterError`, decided in
+        the same transaction as the write. The result tells whether the name was ``created``, how
+        many ``templates`` it has now, and which other identities a new template is near-identical
+        to (``look_alikes``).
+
         All rows are committed together. With ``image_sha256``, enrolling the same image for the same
         name again adds nothing (``duplicate=True``), so re-running an interrupted batch is safe.
         """
-        name = check_name(name)
+        name = self.check_enroll(name, new=new, add=add)
         dim = self._bound_dim()
         vecs = unit_rows(embeddings, dim)
         if boxes is not None and len(boxes) != len(vecs):
@@ -590,8 +604,10 @@ class Gallery(PhotoMethods):
         def body(conn: object) -> EnrollResult:
             store = self._store
             existing = store.identity_id(name)
+            _check_expected(store, name, existing, new, add)
             if image_sha256 and existing is not None and store.has_image(existing, image_sha256):
-                return EnrollResult(name, (), duplicate=True)
+                return EnrollResult(name, (), duplicate=True, templates=store.template_count(existing))
+            look_alikes = self._look_alikes(vecs, name)
             now = time.time()
             ident = store.ensure_identity(conn, name, now)
             ids = tuple(
@@ -601,9 +617,46 @@ class Gallery(PhotoMethods):
                 )
                 for i, v in enumerate(vecs)
             )  # fmt: skip
-            return EnrollResult(name, ids, created=existing is None)
+            return EnrollResult(
+                name,
+                ids,
+                created=existing is None,
+                templates=store.template_count(ident),
+                look_alikes=look_alikes,
+            )
 
         return self._write(body, append_only=True)  # type: ignore[return-value]
+
+    def check_enroll(self, name: str, *, new: bool = False, add: bool = False) -> str:
+        """Raise what :meth:`enroll` would for ``name`` with ``new``/``add``, before any photo is read
+        (enroll checks again as it writes). Returns the normalised name."""
+        if new and add:
+            raise ParameterError("{new} and {add} exclude each other", new=True, add=True)
+        name = check_name(name)
+        self._check_open()
+        with self._db:
+            _check_expected(self._store, name, self._store.identity_id(name), new, add)
+        return name
+
+    def _look_alikes(self, vecs: np.ndarray, name: str) -> tuple[Candidate, ...]:
+        """Identities other than ``name`` with a template above :data:`LOOK_ALIKE` cosine to a row of
+        ``vecs``, best first. The caller holds the write lock, with the index in step with SQLite."""
+        index, live = self._index, self._live
+        if index is None or index.ntotal == 0 or len(live.tids) == 0:
+            return ()
+        best: dict[str, float] = {}
+        todo, k = np.arange(len(vecs)), min(index.ntotal, 64)
+        while len(todo):
+            with _single_thread_faiss(len(todo)):
+                scores, ids = index.search(vecs[todo], k)
+            for row in range(len(todo)):
+                for cand in self._aggregate(scores[row], ids[row], live, len(live.names)):
+                    if cand.name != name and cand.score > LOOK_ALIKE:
+                        best[cand.name] = max(cand.score, best.get(cand.name, -1.0))
+            # a row whose k-th hit is still a look-alike may hide more behind name's own templates
+            deeper = (scores[:, -1] > LOOK_ALIKE) if k < index.ntotal else np.zeros(len(todo), bool)
+            todo, k = todo[deeper], min(index.ntotal, k * 4)
+        return tuple(Candidate(n, s) for n, s in sorted(best.items(), key=lambda kv: -kv[1]))
 
     def enroll_many(self, names: Sequence[str], embeddings: np.ndarray) -> int:
         """Bulk import: one template per row of ``embeddings`` for the matching name, in ONE transaction.
@@ -708,8 +761,7 @@ class Gallery(PhotoMethods):
     def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Candidate]]:
         """Top ``top_k`` names per query row, each scored by its best template, best first."""
         self._check_open()
-        if top_k < 1:
-            raise ParameterError("{top_k} must be at least 1", top_k=top_k)
+        check_top_k(top_k)
         queries = unit_rows(embeddings, self.dim)
         self._refresh()
         with self._rw.read():
@@ -787,6 +839,21 @@ class Gallery(PhotoMethods):
             "index_file_generation": self._file_gen,
             "files": files,
         }
+
+
+def _check_expected(store: Store, name: str, existing: int | None, new: bool, add: bool) -> None:
+    """``new`` wants ``name`` absent, ``add`` wants it present (``existing`` is its identity id)."""
+    if new and existing is not None:
+        n = store.template_count(existing)
+        raise GalleryParameterError(
+            f"{literal(repr(name))} is already enrolled ({n} template{'s' * (n != 1)}); "
+            "{new} refuses an existing name",
+            new=True,
+        )
+    if add and existing is None:
+        raise GalleryParameterError(
+            f"{literal(repr(name))} is not enrolled; {{add}} only adds to an existing name", add=True
+        )
 
 
 def _from_pipeline(

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from facestyle.checks import check_top_k
 from facestyle.detect.faces import Face
-from facestyle.errors import FacestyleError, ParameterError, UsageError
+from facestyle.errors import FacestyleError, UsageError
 from facestyle.gallery.results import (
     Candidate,
     Enrollment,
@@ -90,6 +91,7 @@ class PhotoMethods:
 
     # The vector-level methods every backend provides (implemented by the class this is mixed into).
     enroll: Any
+    check_enroll: Any
     verify: Any
     identify: Any
     resolve_threshold: Any
@@ -103,21 +105,28 @@ class PhotoMethods:
             )
         return self.pipeline
 
-    def enroll_image(self, name: str, image: ImageLike, largest: bool = False) -> Enrollment:
+    def enroll_image(
+        self, name: str, image: ImageLike, largest: bool = False, *, new: bool = False, add: bool = False
+    ) -> Enrollment:
         """Enroll the one face of ``image`` (a path or an RGB array) under ``name``.
+
+        ``new``/``add`` and the ``created``, ``templates`` and ``look_alikes`` of the answer are those
+        of :meth:`Gallery.enroll`.
 
         Raises :class:`NoFaceError`, :class:`SeveralFacesError` (unless ``largest``, which takes the
         largest face) or :class:`ImageError`. A file enrolled again for the same name adds nothing
         (``duplicate``); arrays have no file hash, so each call adds a template.
         """
         pipe = self._photo_pipeline()
-        name = check_name(name)
+        name = self.check_enroll(name, new=new, add=add)  # before the photo is read
         arr, label = as_rgb(image)
         face = pipe.face(arr, largest=largest, label=label)
         is_file = not isinstance(image, np.ndarray)
         result: EnrollResult = self.enroll(
             name,
             face.embedding,
+            new=new,
+            add=add,
             image_sha256=file_sha256(image) if is_file else None,  # type: ignore[arg-type]
             source=Path(image).name if is_file else None,  # type: ignore[arg-type]
             detector=getattr(pipe.detector, "name", None),
@@ -130,6 +139,8 @@ class PhotoMethods:
             template_id=result.template_ids[0] if result.template_ids else None,
             duplicate=result.duplicate,
             created=result.created,
+            templates=result.templates,
+            look_alikes=result.look_alikes,
         )
 
     def verify_image(self, name: str, image: ImageLike, threshold: float | None = None) -> Verification:
@@ -176,8 +187,7 @@ class PhotoMethods:
 
     def _identify_setup(self, top_k: int, threshold: float | None) -> tuple[PhotoPipeline, float]:
         pipe = self._photo_pipeline()
-        if top_k < 1:
-            raise ParameterError("{top_k} must be at least 1", top_k=top_k)
+        check_top_k(top_k)
         return pipe, self.resolve_threshold(threshold)
 
     def _identify(

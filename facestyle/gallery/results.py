@@ -61,6 +61,12 @@ class EnrollResult:
     #: True when this image (by SHA-256) was already enrolled under this name: nothing was added.
     duplicate: bool = False
     created: bool = False
+    #: How many templates ``name`` has now.
+    templates: int = 0
+    #: Other identities with a template near-identical to a new one (cosine above
+    #: :data:`~facestyle.gallery.gallery.LOOK_ALIKE`), best first: the same photo or person under two
+    #: names, which would make identify tie.
+    look_alikes: tuple[Candidate, ...] = ()
 
 
 # ---- photo level --------------------------------------------------------------------------------
@@ -129,13 +135,24 @@ class Enrollment(ImageAnswer):
     duplicate: bool = False
     #: True when ``name`` was new to the gallery.
     created: bool = False
+    #: How many templates ``name`` has after this photo.
+    templates: int = 0
+    #: See :attr:`EnrollResult.look_alikes`.
+    look_alikes: tuple[Candidate, ...] = ()
 
     @property
     def face(self) -> Face:
         return self.faces[0].face
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "template_id": self.template_id, "duplicate": self.duplicate}
+        return {
+            **super().to_dict(),
+            "template_id": self.template_id,
+            "duplicate": self.duplicate,
+            "created": self.created,
+            "templates": self.templates,
+            "look_alikes": [c.to_dict() for c in self.look_alikes],
+        }
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -294,6 +294,10 @@ class Store:
         )
         return int(cur.lastrowid)
 
+    def template_count(self, identity_id: int) -> int:
+        row = self.conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id = ?", (identity_id,))
+        return int(row.fetchone()[0])
+
     def names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM identities ORDER BY name")]
 

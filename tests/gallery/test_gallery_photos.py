@@ -127,7 +127,12 @@ def test_to_dict_shapes(tmp_path: Path, face_pipeline, att_dir: Path) -> None:
         ok, no_face, bad = g.identify_images(
             [stranger, blank, tmp_path / "missing.jpg"], top_k=3, threshold=THRESHOLD
         )
-    assert list(enrolled) == ["image", "status", "faces", "template_id", "duplicate"]
+        same_photo = g.enroll_image("mallory", _photo(att_dir, 1, 1)).to_dict()
+    assert list(enrolled) == [
+        "image", "status", "faces", "template_id", "duplicate", "created", "templates", "look_alikes"
+    ]  # fmt: skip
+    assert (enrolled["created"], enrolled["templates"], enrolled["look_alikes"]) == (True, 1, [])
+    assert same_photo["look_alikes"] == [{"name": "alice", "score": 1.0}]  # the same photo, two names
     assert list(verified) == ["image", "status", "faces", "claimed", "match", "threshold"]
     assert list(ok.to_dict()) == ["image", "status", "faces"]
     assert no_face.to_dict() == {"image": "image2", "status": "no_face", "faces": []}
