@@ -151,6 +151,19 @@ def err_warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
+def checked_threshold(threshold: float | None) -> float | None:
+    """``--threshold`` checked before any work (finite, in [-1, 1]), with a warning when it lets
+    (almost) anyone through: different people score above 0 with the face models here, and every
+    cosine is at least -1."""
+    from facestyle.checks import check_threshold
+
+    check_threshold(threshold)
+    if threshold is not None and threshold <= 0.0:
+        anyone = "every face" if threshold <= -1.0 else "almost any face"
+        err_warn(f"--threshold {threshold} accepts {anyone} (different people score above 0)")
+    return threshold
+
+
 def note(message: str) -> None:
     """A human note on stderr, unless quiet."""
     if not STATE["quiet"]:

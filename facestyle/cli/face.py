@@ -10,6 +10,7 @@ from facestyle.cli._common import (
     STATUS_EXIT,
     JsonOpt,
     QuietOpt,
+    checked_threshold,
     item_error,
     note,
     out,
@@ -29,12 +30,17 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Allow an output to repla
 
 
 def detect(
-    images: list[Path] = typer.Argument(..., help="Image files."),
+    images: list[Path] = typer.Argument(..., help="Image files.", readable=False),
     detector: str = DetectorOpt,
     draw: Path | None = typer.Option(
-        None, "--draw", help="Write a copy with boxes and landmarks (one image)."
+        None,
+        "--draw",
+        help="Write a copy with boxes and landmarks (one image).",
+        readable=False,
     ),
-    crop: Path | None = typer.Option(None, "--crop", help="Write aligned face chips into this folder."),
+    crop: Path | None = typer.Option(
+        None, "--crop", help="Write aligned face chips into this folder.", readable=False
+    ),
     model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Chip geometry used by --crop."),
     overwrite: bool = OverwriteOpt,
     device: str | None = DeviceOpt,
@@ -81,9 +87,10 @@ def detect(
             docs = [r.to_dict(embedding=False) for r in results]
             print_json(docs if len(docs) != 1 else docs[0])
         else:
-            for r in results:
+            for r in results:  # a failed photo was told on stderr, with its reason
+                if r.status == "no_face":
+                    out.print(f"{r.path}: no face")
                 if r.status != "ok":
-                    out.print(f"{r.path}: {r.status}")
                     continue
                 for i, f in enumerate(r.faces):
                     box = ", ".join(f"{v:.0f}" for v in f.box)
@@ -92,14 +99,20 @@ def detect(
 
 
 def embed(
-    images: list[Path] = typer.Argument(..., help="Image files (or aligned chips with --aligned)."),
+    images: list[Path] = typer.Argument(
+        ..., help="Image files (or aligned chips with --aligned).", readable=False
+    ),
     model: str = ModelOpt,
     detector: str = DetectorOpt,
     aligned: bool = typer.Option(
         False, "--aligned", help="Inputs are already aligned chips of the model's size."
     ),
     out_file: Path | None = typer.Option(
-        None, "--out", "-o", help="Save a .npy: one row per image (largest face; NaN if none)."
+        None,
+        "--out",
+        "-o",
+        help="Save a .npy: one row per image (largest face; NaN if none).",
+        readable=False,
     ),
     overwrite: bool = OverwriteOpt,
     device: str | None = DeviceOpt,
@@ -135,14 +148,15 @@ def embed(
             for r in results:
                 print_json(r.to_dict())
         elif out_file is None:
-            for r in results:
-                out.print(f"{r.path}: {r.status}" + (f", {len(r.faces)} face(s)" if r.faces else ""))
+            for r in results:  # a failed photo was told on stderr, with its reason
+                if r.status != "error":
+                    out.print(f"{r.path}: {r.status}" + (f", {len(r.faces)} face(s)" if r.faces else ""))
         raise typer.Exit(worst_exit(STATUS_EXIT[r.status] for r in results))
 
 
 def compare(
-    image1: Path = typer.Argument(..., help="First image."),
-    image2: Path = typer.Argument(..., help="Second image."),
+    image1: Path = typer.Argument(..., help="First image.", readable=False),
+    image2: Path = typer.Argument(..., help="Second image.", readable=False),
     model: str = ModelOpt,
     detector: str = DetectorOpt,
     threshold: float | None = typer.Option(
@@ -156,6 +170,7 @@ def compare(
         from facestyle.api import FacePipeline
         from facestyle.api import compare as compare_images
 
+        threshold = checked_threshold(threshold)
         pipe = FacePipeline(model, detector, device=device)
         result = compare_images(image1, image2, pipeline=pipe, threshold=threshold)
         if json:
@@ -200,8 +215,12 @@ def doctor(json: bool = JsonOpt) -> None:
 
 
 def demo(
-    data: Path = typer.Option(Path("../shared/data"), "--data", help="The shared data folder."),
-    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Where demo images are written."),
+    data: Path = typer.Option(
+        Path("../shared/data"), "--data", help="The shared data folder.", readable=False
+    ),
+    out_dir: Path = typer.Option(
+        Path("demo-out"), "--out", help="Where demo images are written.", readable=False
+    ),
     style: bool = typer.Option(True, "--style/--no-style", help="Also run a small style transfer."),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,

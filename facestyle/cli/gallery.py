@@ -16,6 +16,7 @@ from facestyle.cli._common import (
     STATUS_EXIT,
     JsonOpt,
     QuietOpt,
+    checked_threshold,
     describe,
     err_warn,
     item_error,
@@ -34,6 +35,7 @@ GalleryOpt = typer.Option(
     "-g",
     help="Gallery directory (default: $FACESTYLE_GALLERY, else ./gallery).",
     show_default=False,
+    readable=False,
 )
 ModelOpt = typer.Option(
     None,
@@ -97,7 +99,9 @@ def _enrolled_line(answer) -> str:
 
 def enroll(
     name: str = typer.Argument(..., help="The person's name (any text; stored as data)."),
-    images: list[Path] = typer.Argument(..., help="One photo is enough; more photos add templates."),
+    images: list[Path] = typer.Argument(
+        ..., help="One photo is enough; more photos add templates.", readable=False
+    ),
     new: bool = typer.Option(False, "--new", help="Refuse if NAME is already enrolled (a new person)."),
     add: bool = typer.Option(False, "--add", help="Refuse unless NAME is already enrolled (more photos)."),
     largest: bool = typer.Option(False, "--largest", help="Use the largest face when a photo has several."),
@@ -146,7 +150,7 @@ def enroll(
 
 def verify(
     name: str = typer.Argument(..., help="The claimed identity."),
-    image: Path = typer.Argument(..., help="A photo (its largest face is checked)."),
+    image: Path = typer.Argument(..., help="A photo (its largest face is checked).", readable=False),
     threshold: float | None = ThresholdOpt,
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
@@ -156,6 +160,7 @@ def verify(
 ) -> None:
     """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
     with user_errors():
+        threshold = checked_threshold(threshold)
         with _open_for_photos(gallery, model, detector, device, write=False) as g:
             answer = g.verify_image(name, image, threshold=threshold)
         if json:
@@ -170,8 +175,10 @@ def verify(
 
 
 def identify(
-    images: list[Path] = typer.Argument(..., help="Photos; every face in each is identified."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Candidates listed per face."),
+    images: list[Path] = typer.Argument(
+        ..., help="Photos; every face in each is identified.", readable=False
+    ),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Candidates listed per face."),
     threshold: float | None = ThresholdOpt,
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
@@ -182,6 +189,7 @@ def identify(
 ) -> None:
     """1:N search: who is in each photo? "unknown" below the threshold. Exit 0 all known, 1 any unknown."""
     with user_errors():
+        threshold = checked_threshold(threshold)
         codes: list[int] = []
         with _open_for_photos(gallery, model, detector, device, write=False) as g:
             answers = g.identify_images(images, top_k=top_k, threshold=threshold)

@@ -60,7 +60,7 @@ def path_cmd(name: str = typer.Argument(..., help="Model name."), json: bool = J
 @models_app.command("import")
 def import_cmd(
     name: str = typer.Argument(..., help="Model name, e.g. vgg19-imagenet or facenet-vggface2."),
-    file: Path = typer.Argument(..., help="The downloaded weight file."),
+    file: Path = typer.Argument(..., help="The downloaded weight file.", readable=False),
     json: bool = JsonOpt,
 ) -> None:
     """Check a downloaded weight file's sha256 and copy it into the cache (no network needed)."""

@@ -9,7 +9,9 @@ import typer
 from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress_fn, user_errors
 
 ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name (or a checkpoint file).")
-CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="A model trained with `facestyle train`.")
+CheckpointOpt = typer.Option(
+    None, "--checkpoint", "-c", help="A model trained with `facestyle train`.", readable=False
+)
 DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
 
@@ -32,16 +34,20 @@ def _pct(x: float) -> str:
 @eval_app.command("pairs")
 def eval_pairs(
     pairs_file: Path = typer.Argument(
-        ..., help="LFW pairs file (name i j / name1 i name2 j) or CSV path1,path2,same."
+        ...,
+        help="LFW pairs file (name i j / name1 i name2 j) or CSV path1,path2,same.",
+        readable=False,
     ),
     images_dir: Path | None = typer.Argument(
-        None, help="Images root (LFW: Name/Name_NNNN.jpg; CSV: relative paths)."
+        None,
+        help="Images root (LFW: Name/Name_NNNN.jpg; CSV: relative paths).",
+        readable=False,
     ),
     model: str = ModelOpt,
     checkpoint: Path | None = CheckpointOpt,
     detector: str = DetectorOpt,
     device: str | None = DeviceOpt,
-    plot: Path | None = typer.Option(None, "--plot", help="Write the ROC curve to this PNG."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the ROC curve to this PNG.", readable=False),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -98,9 +104,11 @@ def eval_pairs(
 
 @eval_app.command("identify")
 def eval_identify(
-    gallery_dir: Path = typer.Argument(..., help="Folder per identity: the enrolled images."),
+    gallery_dir: Path = typer.Argument(..., help="Folder per identity: the enrolled images.", readable=False),
     probe_dir: Path = typer.Argument(
-        ..., help="Folder per identity: queries (folders not in the gallery = unknown)."
+        ...,
+        help="Folder per identity: queries (folders not in the gallery = unknown).",
+        readable=False,
     ),
     model: str = ModelOpt,
     checkpoint: Path | None = CheckpointOpt,
@@ -140,10 +148,16 @@ def eval_identify(
 
 
 def calibrate_cmd(
-    source: Path = typer.Argument(..., help="A pairs file (LFW or CSV) or a folder-per-identity directory."),
+    source: Path = typer.Argument(
+        ..., help="A pairs file (LFW or CSV) or a folder-per-identity directory.", readable=False
+    ),
     far: float = typer.Option(1e-3, "--far", help="Target false-accept rate."),
-    gallery: Path | None = typer.Option(None, "--gallery", "-g", help="Gallery to store the threshold in."),
-    images: Path | None = typer.Option(None, "--images", help="Images root for an LFW pairs file."),
+    gallery: Path | None = typer.Option(
+        None, "--gallery", "-g", help="Gallery to store the threshold in.", readable=False
+    ),
+    images: Path | None = typer.Option(
+        None, "--images", help="Images root for an LFW pairs file.", readable=False
+    ),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Embedder (default: the gallery's, else dlib)."
     ),
@@ -194,8 +208,10 @@ def calibrate_cmd(
 
 
 def train_cmd(
-    data_dir: Path = typer.Argument(..., help="Folder per identity: DATA_DIR/<name>/<images>."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (model.pt)."),
+    data_dir: Path = typer.Argument(
+        ..., help="Folder per identity: DATA_DIR/<name>/<images>.", readable=False
+    ),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (model.pt).", readable=False),
     model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Base embedder (frozen backbone)."),
     loss: str = typer.Option(
         "triplet", "--loss", help="triplet (embedding head) or siamese (pair head, BCE)."
@@ -221,7 +237,9 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed"),
     detector: str = DetectorOpt,
     device: str | None = DeviceOpt,
-    plot: Path | None = typer.Option(None, "--plot", help="Write the loss/accuracy curves to this PNG."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write the loss/accuracy curves to this PNG.", readable=False
+    ),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:

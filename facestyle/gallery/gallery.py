@@ -144,7 +144,10 @@ class _Live:
 
 def unit_rows(embeddings: np.ndarray, dim: int | None) -> np.ndarray:
     """``embeddings`` as a C-contiguous (N, D) float32 array with unit rows; refuse bad input."""
-    arr = np.asarray(embeddings, dtype=np.float32)
+    try:
+        arr = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # text, None, ragged rows
+        raise UsageError(f"embeddings must be an (N, D) array of numbers ({exc})") from None
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0:

@@ -115,6 +115,8 @@ def check_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise UsageError(f"a name must be text, not {type(name).__name__}")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in name):  # undecodable argv bytes arrive as these
+        raise UsageError(f"name {name!r} is not valid text (bytes that are not UTF-8?)")
     norm = unicodedata.normalize("NFC", name).strip()
     if not norm:
         raise UsageError("a name cannot be empty")
@@ -191,12 +193,8 @@ class Store:
                     self.conn.execute("PRAGMA journal_mode = DELETE")
                 self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
-            if not read_only:
-                with self.write():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self.conn.execute(statement)
-                    self._init_meta()
+            if not read_only and not self._has_schema():
+                self._create_schema()
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{path}: not a readable gallery database ({exc})") from None
@@ -204,6 +202,26 @@ class Store:
             raise GalleryError(
                 f"{path}: gallery schema version {version}, this facestyle reads {SCHEMA_VERSION}"
             )
+
+    def _has_schema(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        return row.fetchone() is not None and self.get_meta("schema_version") is not None
+
+    def _create_schema(self) -> None:
+        """Tables and first metadata of a new gallery, in one transaction. Idempotent (IF NOT EXISTS,
+        INSERT OR IGNORE), so two processes creating the same gallery agree. Opening an existing
+        gallery never writes: no generation bump that would make every reader reload."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self._init_meta()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
 
     def _init_meta(self) -> None:
         defaults = {
