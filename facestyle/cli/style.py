@@ -87,8 +87,11 @@ def stylize_cmd(
         "size, then 190 at full size (at 512 px: the tutorial's loss in about half its time, docs/style.md).",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init; reproducible runs)."),
-    backbone: str = typer.Option(
-        "vgg19-imagenet", "--backbone", help="vgg19-imagenet, vgg19-random (untrained), dlib-resnet-v1."
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        help="vgg19-imagenet, vgg16-hed, vgg19-random (untrained), dlib-resnet-v1 [the best present: "
+        "vgg19-imagenet once imported, else vgg16-hed].",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
     half: bool = typer.Option(
@@ -113,7 +116,7 @@ def stylize_cmd(
         if quiet:
             STATE["quiet"] = True
         from facestyle.models.registry import get_model
-        from facestyle.style.options import StyleOptions
+        from facestyle.style.options import StyleOptions, backbone_note
 
         options = StyleOptions(
             size=size,
@@ -139,7 +142,9 @@ def stylize_cmd(
         from facestyle.io.images import save_image
         from facestyle.style.transfer import stylize
 
-        info = get_model(backbone)
+        info = get_model(options.backbone_name)
+        if backbone is None and not json:  # chosen here: say which (--json has it as backbone_default)
+            note(f"[dim]note:[/] {backbone_note(info.name)}")
         if not info.trained:
             note(f"[yellow]note:[/] backbone {info.name} is UNTRAINED ({info.description})")
 

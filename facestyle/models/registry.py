@@ -272,6 +272,7 @@ VGG16_HED = register(
         normalize=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # Caffe BGR minus means, done inside the extractor
         taps=_VGG16_HED_TAPS,
         style_taps=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        style_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
         content_taps=("relu4_2",),
         feature_tap="relu5_3",
         feature_size=224,

@@ -75,6 +75,9 @@ class ModelSpec:
     #: Default taps for style transfer (Gram matrices) and content, when the model can drive it.
     style_taps: tuple[str, ...] = ()
     content_taps: tuple[str, ...] = ()
+    #: Per-layer weights of ``style_taps`` (lambda_l, one per tap; empty: equal), used when a run keeps
+    #: the default taps.
+    style_weights: tuple[float, ...] = ()
     #: Classification on whole images: pooled activations of ``feature_tap`` at ``feature_size`` px.
     feature_tap: str | None = None
     feature_size: int | None = None

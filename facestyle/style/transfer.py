@@ -68,7 +68,10 @@ class StylizeResult:
     schedule: list[dict] = field(default_factory=list)  # per level: size, steps, L-BFGS history
     precision: str = "float32"  # of the backbone during the optimisation; losses are always float32
     backbone_description: str = ""
-    options: StyleOptions = field(default_factory=StyleOptions)  # what the image was made with
+    options: StyleOptions = field(default_factory=StyleOptions)  # what the image was made with (resolved)
+    backbone_default: bool = False  # True when the backbone was chosen as the best present (backbone=None)
+    style_layers: dict[str, float] = field(default_factory=dict)  # style tap -> its weight lambda_l
+    content_layers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The run as plain JSON values: size, backbone, device, time, schedule, final losses."""
@@ -79,6 +82,9 @@ class StylizeResult:
             "backbone": self.backbone,
             "backbone_trained": self.backbone_trained,
             "backbone_description": self.backbone_description,
+            "backbone_default": self.backbone_default,
+            "style_layers": dict(self.style_layers),
+            "content_layers": list(self.content_layers),
             "device": self.device,
             "precision": self.precision,
             "seconds": round(self.seconds, 3),
@@ -365,6 +371,11 @@ def stylize(
     ``options.save_every`` steps with the current image (colour-preserved if asked), and ``extractor``,
     an already built backbone of ``options.backbone`` to reuse (benchmarks, batch jobs).
 
+    ``options.backbone=None`` runs on the best backbone present
+    (:func:`~facestyle.style.options.default_style_backbone`: ImageNet VGG19 when its weights were
+    imported, else HED's VGG16); the result says which (``backbone``, ``backbone_default``). With the
+    backbone's own taps, the style layers are weighted as its registry entry says (``style_weights``).
+
     The first level's L-BFGS uses :class:`.SmoothingPreconditioner` when ``options.precondition`` (it
     makes the large changes from the initial image sooner); refinement levels never do, because there
     it measured worse (docs/style.md). With ``options.half`` the backbone runs in
@@ -374,6 +385,8 @@ def stylize(
     opts = options if options is not None else StyleOptions()
     style_list = _style_list(styles)
     opts.validate(styles=len(style_list))
+    chosen_by_default = opts.backbone is None
+    opts = opts.resolved()  # backbone=None is the best backbone present (default_style_backbone)
     dev = resolve_device(device)
     half_dtype = reduced_precision(dev) if opts.half else None
     content_arr = as_rgb(content, "content")[0]
@@ -381,7 +394,7 @@ def stylize(
     start = _start(opts.init)
     full = fit_size(content_arr.shape[:2], opts.size)
     levels = plan_levels(opts, full)
-    extractor = _backbone(opts, extractor, dev)
+    extractor = _backbone(opts, extractor, dev, chosen_by_default)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
 
@@ -390,6 +403,7 @@ def stylize(
     content_full_u8 = to_uint8(resize(content_t, full))
     blend = list(opts.style_blend) if opts.style_blend is not None else [1.0] * len(style_list)
     s_taps, c_taps = opts.taps()
+    layer_weights = opts.style_layer_weights()
 
     def finish(x: Tensor) -> np.ndarray:
         out = to_uint8(resize(x, full))
@@ -399,7 +413,7 @@ def stylize(
         return Objective(
             extractor, c_level, s_level, blend, style_taps=s_taps, content_taps=c_taps,
             content_weight=opts.content_weight, style_weight=opts.style_weight, tv_weight=opts.tv_weight,
-            half_dtype=half,
+            layer_weights=layer_weights, half_dtype=half,
         )  # fmt: skip
 
     reporter = _Reporter(sum(level.steps for level in levels), len(levels), progress, snapshot, opts, finish)
@@ -434,6 +448,9 @@ def stylize(
         precision=str(half_dtype or torch.float32).removeprefix("torch."),
         backbone_description=extractor.description,
         options=opts,
+        backbone_default=chosen_by_default,
+        style_layers=layer_weights,
+        content_layers=c_taps,
     )
 
 
@@ -447,15 +464,17 @@ def _style_list(styles: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
 
 
 def _backbone(
-    opts: StyleOptions, extractor: FeatureExtractor | None, device: torch.device
+    opts: StyleOptions, extractor: FeatureExtractor | None, device: torch.device, by_default: bool = False
 ) -> FeatureExtractor:
     """``extractor`` if given (it must be ``opts.backbone``'s: the default taps come from that entry),
-    else the backbone built with the taps ``opts`` use."""
+    else the backbone built with the taps ``opts`` use. ``by_default``: ``opts.backbone`` was resolved
+    from None (the error then says so)."""
     if extractor is not None:
         if extractor.name != opts.backbone:
+            chosen = f" (the best backbone present, {literal(opts.backbone)})" if by_default else ""
             raise ParameterError(
-                f"{{backbone}} does not match the extractor passed in ({literal(extractor.name)})",
-                backbone=opts.backbone,
+                f"{{backbone}}{chosen} does not match the extractor passed in ({literal(extractor.name)})",
+                backbone=None if by_default else opts.backbone,
             )
         return extractor
     style_taps, content_taps = opts.taps()

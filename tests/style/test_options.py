@@ -20,10 +20,12 @@ from facestyle.style.options import DEFAULTS, StyleOptions
 def test_defaults_are_the_documented_ones():
     opts = StyleOptions().validate()
     assert (opts.total_steps, opts.scale_count) == (DEFAULTS["steps"], DEFAULTS["scales"]) == (300, 1)
-    assert opts.backbone == "vgg19-imagenet" and opts.size == 512 and opts.optimizer == "lbfgs"
+    assert opts.backbone is None and opts.size == 512 and opts.optimizer == "lbfgs"
     assert (opts.content_weight, opts.style_weight, opts.tv_weight) == (1.0, 1e3, 1.0)
     assert opts.init == "content" and opts.precondition and not opts.half and opts.save_every == 0
-    assert opts.taps() == (["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"])
+    vgg19 = StyleOptions(backbone="vgg19-imagenet")
+    assert vgg19.taps() == (["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"])
+    assert vgg19.style_layer_weights() == dict.fromkeys(vgg19.taps()[0], 1.0)
 
 
 @pytest.mark.parametrize(

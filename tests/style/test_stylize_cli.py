@@ -71,8 +71,9 @@ def test_cli_writes_rgb_image_of_requested_size_and_snapshots(cli, images, tmp_p
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert list(summary) == [
-        "output", "width", "height", "backbone", "backbone_trained", "backbone_description", "device",
-        "precision", "seconds", "steps", "schedule", "losses", "preserve_colors", "seed",
+        "output", "width", "height", "backbone", "backbone_trained", "backbone_description",
+        "backbone_default", "style_layers", "content_layers", "device", "precision", "seconds", "steps",
+        "schedule", "losses", "preserve_colors", "seed",
     ]  # fmt: skip
     assert summary["output"] == str(out) and summary["steps"] == 4
     assert summary["backbone_trained"] is False and "untrained" in summary["backbone_description"].lower()
@@ -150,7 +151,7 @@ def test_cli_checks_the_output_before_any_work(cli, images, tmp_path, no_stylize
 
 def test_cli_missing_weights_is_one_line_and_exit_code(cli, images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    res = _run(cli, images, tmp_path / "o.png")  # the default backbone, vgg19-imagenet
+    res = _run(cli, images, tmp_path / "o.png", "--backbone", "vgg19-imagenet")  # asked for, not imported
     assert res.exit_code == EXIT_WEIGHTS_MISSING
     assert "vgg19-dcbb9e9d.pth" in _error(res) and "facestyle models import vgg19-imagenet" in res.output
     assert not (tmp_path / "o.png").exists()

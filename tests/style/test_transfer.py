@@ -124,9 +124,15 @@ def test_to_dict_is_the_json_the_cli_prints(images, extractor):
     )
     summary = res.to_dict()
     assert list(summary) == [
-        "width", "height", "backbone", "backbone_trained", "backbone_description", "device", "precision",
-        "seconds", "steps", "schedule", "losses", "preserve_colors", "seed",
+        "width", "height", "backbone", "backbone_trained", "backbone_description", "backbone_default",
+        "style_layers", "content_layers", "device", "precision", "seconds", "steps", "schedule", "losses",
+        "preserve_colors", "seed",
     ]  # fmt: skip
+    assert summary["backbone_default"] is False  # vgg19-random was asked for, not chosen
+    assert summary["style_layers"] == dict.fromkeys(
+        ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], 1.0
+    )
+    assert summary["content_layers"] == ["relu4_2"]
     assert (summary["width"], summary["height"]) == (48, 36) and summary["steps"] == 3
     assert summary["schedule"] == [{"height": 36, "width": 48, "steps": 3, "lbfgs_history": 100}]
     assert summary["losses"] == {k: res.losses[k] for k in ("total", "content", "style", "tv")}
@@ -273,7 +279,8 @@ def test_preserve_colors_keeps_the_content_chroma(images, extractor):
 
 def test_an_extractor_of_another_backbone_is_refused(images, extractor):
     with pytest.raises(ParameterError, match=r"^backbone='vgg19-imagenet' does not match the extractor"):
-        stylize(images["content"], images["style"], StyleOptions(size=32, steps=1), extractor=extractor)
+        options = StyleOptions(size=32, steps=1, backbone="vgg19-imagenet")
+        stylize(images["content"], images["style"], options, extractor=extractor)
 
 
 @pytest.mark.parametrize(
