@@ -32,18 +32,23 @@ detect_head_app = typer.Typer(
 )
 
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
+#: What `classify predict` takes for a head file (its first argument) rather than an image.
+HEAD_SUFFIXES = (".pt", ".pth")
 
 
 @classify_app.command("train")
 def classify_train(
-    data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt)."),
+    data_dir: Path = typer.Argument(
+        ..., help="Folder with one sub-folder of images per class.", readable=False
+    ),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt).", readable=False),
     backbone: str = typer.Option(
-        "dlib-resnet-v1",
+        "auto",
         "--backbone",
         "-b",
-        help="Face model (dlib-resnet-v1, facenet-vggface2) or image "
-        "backbone (vgg19-imagenet; vgg19-random is untrained).",
+        help="auto (dlib-resnet-v1 when most sampled images show one dominant face, else "
+        "mobilenet-v2-imagenet), a face model (dlib-resnet-v1, facenet-vggface2) or an image "
+        "backbone (mobilenet-v2-imagenet, vgg16-hed, vgg19-imagenet; vgg19-random is untrained).",
     ),
     detector: str = typer.Option("mtcnn", "--detector", "-d", help="Face backbones: mtcnn or haar."),
     no_face: str = typer.Option(
@@ -65,7 +70,10 @@ def classify_train(
         0, "--fine-tune", help="N > 0: also train the backbone's last stage for N epochs (dlib-resnet-v1)."
     ),
     confusion: Path | None = typer.Option(
-        None, "--confusion", help="Confusion-matrix PNG (default: next to --out)."
+        None,
+        "--confusion",
+        help="Confusion-matrix PNG (default: next to --out).",
+        readable=False,
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features even if cached."),
     device: str | None = DeviceOpt,
@@ -90,9 +98,12 @@ def classify_train(
             cache=not no_cache,
             progress=progress_fn(quiet or json),
         )
+        name = clf.backbone["name"]
+        if not quiet:
+            note(f"backbone {name}: {clf.metrics['backbone_reason']}")
         if not clf.metrics["backbone_trained"]:
             note(
-                f"[yellow]warning:[/] backbone {backbone} is UNTRAINED (random weights): results are not "
+                f"[yellow]warning:[/] backbone {name} is UNTRAINED (random weights): results are not "
                 "those of a pretrained network"
             )
         clf.save(out_path)
@@ -118,24 +129,64 @@ def classify_train(
 
 @classify_app.command("predict")
 def classify_predict(
-    head_path: Path = typer.Argument(..., help="Head file from `classify train`."),
-    images: list[Path] = typer.Argument(..., help="Images to classify."),
-    top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to list per image."),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        metavar="[HEAD] IMAGE",
+        help="A head file from `classify train`, then the images to classify; with --imagenet, images only.",
+        readable=False,
+    ),
+    imagenet: bool = typer.Option(
+        False,
+        "--imagenet",
+        help="Label the images with the 1000 ImageNet categories of mobilenet-v2-imagenet (no head file).",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", "-k", help="How many classes to list per image (default: 1; 5 with --imagenet)."
+    ),
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Classify images with a trained head (its own backbone is rebuilt from the head file).
+    """Classify images with a trained head (its own backbone is rebuilt from the head file), or with
+    --imagenet label them with ImageNet categories.
 
     One result per image on stdout (JSON: image, status ok|no_face|error, top classes, error);
     unreadable images are reported on stderr, and the exit code is the worst image's.
     """
     with user_errors():
-        from facestyle.heads.classify import Classifier
+        from facestyle.errors import UsageError
+        from facestyle.io.folders import IMAGE_SUFFIXES
 
-        preds = Classifier.load(head_path, device=device).predict(
-            list(images), top_k=top_k, progress=progress_fn(quiet or json)
-        )
+        first = inputs[0]
+        if imagenet:
+            if first.suffix.lower() in HEAD_SUFFIXES:
+                raise UsageError(
+                    f"give either a head file or --imagenet, not both ({first} is a head file; "
+                    "--imagenet takes only images)"
+                )
+            images = list(inputs)
+        else:
+            if first.suffix.lower() in IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"{first} is an image, not a head file: give a head file from `classify train` "
+                    "before the images, or --imagenet to label images with ImageNet categories"
+                )
+            if len(inputs) < 2:
+                raise UsageError(
+                    "give a head file from `classify train` and at least one image (or --imagenet)"
+                )
+            images = list(inputs[1:])
+        if imagenet:
+            from facestyle.heads.imagenet import ImageNetClassifier
+
+            predictor = ImageNetClassifier(device)
+            k = 5 if top_k is None else top_k
+        else:
+            from facestyle.heads.classify import Classifier
+
+            predictor = Classifier.load(first, device=device)
+            k = 1 if top_k is None else top_k
+        preds = predictor.predict(images, top_k=k, progress=progress_fn(quiet or json))
         for p in preds:
             if p.error:
                 item_error(p.error)
@@ -151,8 +202,10 @@ def classify_predict(
 
 @detect_head_app.command("annotate")
 def detect_head_annotate(
-    images: list[Path] = typer.Argument(..., help="Images to label."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="CSV to write (image,x1,y1,x2,y2,label,score)."),
+    images: list[Path] = typer.Argument(..., help="Images to label.", readable=False),
+    out_path: Path = typer.Option(
+        ..., "--out", "-o", help="CSV to write (image,x1,y1,x2,y2,label,score).", readable=False
+    ),
     detector: str = typer.Option("mtcnn", "--detector", "-d", help="mtcnn or haar."),
     device: str | None = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -174,10 +227,16 @@ def detect_head_annotate(
 
 @detect_head_app.command("train")
 def detect_head_train(
-    annotations: Path = typer.Argument(..., help="CSV (image,x1,y1,x2,y2[,label]) or COCO-style JSON."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt)."),
-    eval_annotations: Path | None = typer.Option(None, "--eval", help="Held-out annotations to score."),
-    images_root: Path | None = typer.Option(None, "--images-root", help="Base of relative image paths."),
+    annotations: Path = typer.Argument(
+        ..., help="CSV (image,x1,y1,x2,y2[,label]) or COCO-style JSON.", readable=False
+    ),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Where to write the head (.pt).", readable=False),
+    eval_annotations: Path | None = typer.Option(
+        None, "--eval", help="Held-out annotations to score.", readable=False
+    ),
+    images_root: Path | None = typer.Option(
+        None, "--images-root", help="Base of relative image paths.", readable=False
+    ),
     epochs: int = typer.Option(10, "--epochs"),
     lr: float = typer.Option(2e-3, "--lr"),
     anchors: str = typer.Option("", "--anchors", help="Anchor sizes in cells, 'w,h:w,h' (default: none)."),
@@ -215,9 +274,11 @@ def detect_head_train(
 
 @detect_head_app.command("eval")
 def detect_head_eval(
-    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`."),
-    annotations: Path = typer.Argument(..., help="CSV or COCO-style JSON with the reference boxes."),
-    images_root: Path | None = typer.Option(None, "--images-root"),
+    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`.", readable=False),
+    annotations: Path = typer.Argument(
+        ..., help="CSV or COCO-style JSON with the reference boxes.", readable=False
+    ),
+    images_root: Path | None = typer.Option(None, "--images-root", readable=False),
     iou: float = typer.Option(0.5, "--iou", help="IoU for a match."),
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
@@ -245,10 +306,12 @@ def detect_head_eval(
 
 @detect_head_app.command("detect")
 def detect_head_detect(
-    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`."),
-    images: list[Path] = typer.Argument(..., help="Images."),
+    head_path: Path = typer.Argument(..., help="Head file from `detect-head train`.", readable=False),
+    images: list[Path] = typer.Argument(..., help="Images.", readable=False),
     threshold: float = typer.Option(0.5, "--threshold", help="Minimum score."),
-    draw: Path | None = typer.Option(None, "--draw", help="Write a copy with the boxes (one image)."),
+    draw: Path | None = typer.Option(
+        None, "--draw", help="Write a copy with the boxes (one image).", readable=False
+    ),
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
 ) -> None:

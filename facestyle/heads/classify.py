@@ -15,7 +15,8 @@ The head is then a few thousand parameters trained with cross-entropy in seconds
 sub-directory per class; a stratified held-out split (a fraction, or "N training images per class" for
 few-shot runs) gives the accuracy, per-class report and confusion matrix that are stored with the head.
 With ``fine_tune_epochs`` the dlib ResNet's last stage is trained with the classifier instead
-(:mod:`facestyle.heads.finetune`).
+(:mod:`facestyle.heads.finetune`). Without a named backbone, :func:`facestyle.heads.backbones.choose_backbone`
+picks the face embedder for folders of face photos and ``mobilenet-v2-imagenet`` for anything else.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from facestyle.embed.features import (
     NoFacePolicy,
 )
 from facestyle.errors import ParameterError, UsageError
+from facestyle.heads.backbones import FACE_BACKBONE, choose_backbone, is_auto
 from facestyle.heads.checks import check_optimiser, require
 from facestyle.heads.finetune import LastStage, stage_inputs, tune_last_stage
 from facestyle.io.files import load_tensor_file, save_tensor_file
@@ -49,15 +51,75 @@ from facestyle.io.progress import Progress, no_progress
 
 HEAD_FORMAT = "facestyle-classifier-head/1"
 
-#: What turns an image into the head's input: a face embedder (largest face) or an image backbone.
-FeatureSource = FaceFeatures | ImageFeatures
-
-
 # ------------------------------------------------------------------------------------------- backbones
 
 
+@dataclass(frozen=True)
+class ImagePooling:
+    """Which part of :class:`ImageFeatures`' pooled vector (the tap's spatial mean, then its max) a head
+    uses, and whether it is scaled to unit length (then it is not standardised: see
+    :class:`ClassifierOptions`)."""
+
+    pool: str = "mean+max"  # mean | max | mean+max
+    l2: bool = False
+
+
+#: The pooling of each image backbone (the rest: :data:`DEFAULT_POOLING`). Measured in docs/heads.md:
+#: for ``mobilenet-v2-imagenet`` the mean of its 1280-channel ``head`` tap (what its own classifier
+#: sees), L2-normalised, beat standardised mean+max on all five small tasks tried (e.g. AT&T whole
+#: images, 3 per class: 0.972 vs 0.923); for ``vgg16-hed`` standardised mean+max is as good as any.
+POOLING: dict[str, ImagePooling] = {"mobilenet-v2-imagenet": ImagePooling("mean", l2=True)}
+DEFAULT_POOLING = ImagePooling()
+POOLS = ("mean", "max", "mean+max")
+
+
+class PooledImageFeatures:
+    """:class:`ImageFeatures` (whole image -> backbone, mean and max pooled at one tap, cached) cut to
+    an :class:`ImagePooling`: the cache is shared by every pooling of the same backbone and tap."""
+
+    def __init__(self, features: ImageFeatures, pooling: ImagePooling = DEFAULT_POOLING) -> None:
+        if pooling.pool not in POOLS:
+            raise ParameterError("{pool} is not a pooling; use mean, max or mean+max", pool=pooling.pool)
+        self.features = features
+        self.pooling = pooling
+
+    @property
+    def name(self) -> str:
+        return self.features.name
+
+    @property
+    def tap(self) -> str:
+        return self.features.tap
+
+    @property
+    def size(self) -> int:
+        return self.features.size
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.features.trained)
+
+    def embed(self, items: Sequence[ImageLike], progress: Progress = no_progress) -> FeatureTable:
+        """One row per image (NaN where it cannot be read), pooled and scaled as :attr:`pooling` says."""
+        table = self.features.embed(items, progress)
+        values = table.values
+        half = values.shape[1] // 2
+        if self.pooling.pool == "mean":
+            values = values[:, :half]
+        elif self.pooling.pool == "max":
+            values = values[:, half:]
+        if self.pooling.l2 and values.size:
+            values = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+        table.values = np.ascontiguousarray(values, np.float32)
+        return table
+
+
+#: What turns an image into the head's input: a face embedder (largest face) or an image backbone.
+FeatureSource = FaceFeatures | PooledImageFeatures
+
+
 def feature_source(
-    backbone: str = "dlib-resnet-v1",
+    backbone: str = FACE_BACKBONE,
     *,
     detector: str = "mtcnn",
     no_face: NoFacePolicy = "skip",
@@ -65,7 +127,8 @@ def feature_source(
     cache: bool = True,
 ) -> FeatureSource:
     """The feature service for a registered model: face embedders (``dlib-resnet-v1``, ...) embed each
-    photo's largest face; image backbones (``vgg19-imagenet``, ...) pool the whole image."""
+    photo's largest face; image backbones (``mobilenet-v2-imagenet``, ``vgg16-hed``, ...) pool the whole
+    image at their ``feature_tap`` (:data:`POOLING`). Every network comes from the registry."""
     from facestyle.embed.loader import load_embedder
     from facestyle.models.registry import detector as make_detector
     from facestyle.models.registry import get_model
@@ -78,7 +141,9 @@ def feature_source(
         )
     if spec.build_extractor is None:
         raise ParameterError("{backbone} is a " + spec.kind + ", not a backbone", backbone=backbone)
-    return ImageFeatures(backbone, device=device, cache=cache)
+    return PooledImageFeatures(
+        ImageFeatures(backbone, device=device, cache=cache), POOLING.get(backbone, DEFAULT_POOLING)
+    )
 
 
 def source_config(source: FeatureSource) -> dict:
@@ -90,25 +155,40 @@ def source_config(source: FeatureSource) -> dict:
             "detector": source.detector.name,
             "no_face": source.no_face,
         }
-    return {"name": source.name, "kind": "image", "tap": source.tap, "size": source.size}
+    return {
+        "name": source.name,
+        "kind": "image",
+        "tap": source.tap,
+        "size": source.size,
+        "pool": source.pooling.pool,
+        "l2": source.pooling.l2,
+    }
 
 
 def source_from_config(config: dict, device: str | None = None, cache: bool = False) -> FeatureSource:
-    """Rebuild the feature source a head was trained on (from its head file)."""
+    """Rebuild the feature source a head was trained on (from its head file; files written before
+    poolings were chosen per backbone used standardised mean+max)."""
     if config.get("kind") == "face":
         return feature_source(
             config["name"], detector=config["detector"], no_face=config["no_face"], device=device, cache=cache
         )
     if config.get("kind") == "image":
-        return ImageFeatures(
+        features = ImageFeatures(
             config["name"], tap=config["tap"], size=int(config["size"]), device=device, cache=cache
         )
+        pooling = ImagePooling(str(config.get("pool", "mean+max")), bool(config.get("l2", False)))
+        return PooledImageFeatures(features, pooling)
     raise UsageError(f"unknown backbone description in head file: {config!r}")
 
 
 def source_trained(source: FeatureSource) -> bool:
     """False when the source's network has random weights (its numbers say nothing about pretraining)."""
-    return bool(source.trained) if isinstance(source, ImageFeatures) else True
+    return bool(source.trained) if isinstance(source, PooledImageFeatures) else True
+
+
+def unit_length(source: FeatureSource) -> bool:
+    """Whether the source's vectors are unit length (face embeddings, L2-pooled image features)."""
+    return isinstance(source, FaceFeatures) or source.pooling.l2
 
 
 def check_split(test_fraction: float, train_per_class: int | None) -> None:
@@ -178,8 +258,9 @@ class ClassifierOptions:
     lr: float = 0.01
     weight_decay: float = 1e-4
     batch_size: int = 256
-    #: Standardise features with training statistics. None: yes for image backbones, no for face
-    #: embeddings (already unit length; with one image per class the statistics are mostly noise).
+    #: Standardise features with training statistics. None: yes for image backbones, no for unit-length
+    #: features (face embeddings, L2-pooled image features: with one or two images per class the
+    #: statistics are mostly noise).
     standardize: bool | None = None
     seed: int = 0
 
@@ -301,7 +382,7 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
 # ------------------------------------------------------------------------------------------- workflow
 
 #: The registered model whose last stage ``fine_tune_epochs`` trains.
-FINE_TUNABLE = "dlib-resnet-v1"
+FINE_TUNABLE = FACE_BACKBONE
 
 
 @dataclass
@@ -403,7 +484,7 @@ class Classifier:
     def train(
         cls,
         data_dir: str | Path,
-        backbone: str = "dlib-resnet-v1",
+        backbone: str | None = None,
         *,
         detector: str = "mtcnn",
         no_face: NoFacePolicy = "skip",
@@ -420,8 +501,11 @@ class Classifier:
         the head and score it on the held-out part.
 
         ``backbone``: a face embedder (``dlib-resnet-v1``, ``facenet-vggface2``: each photo's largest
-        face found by ``detector``; ``no_face="whole"`` uses the whole image where none is found) or an
-        image backbone (``vgg19-imagenet``: the whole image). ``train_per_class`` (few-shot) trains on
+        face found by ``detector``; ``no_face="whole"`` uses the whole image where none is found), an
+        image backbone (``mobilenet-v2-imagenet``, ``vgg16-hed``: the whole image), or None (or
+        ``"auto"``): the face embedder when most of a sample of the images show one dominant face,
+        else ``mobilenet-v2-imagenet`` (:func:`~facestyle.heads.backbones.choose_backbone`; the reason
+        is reported as ``backbone_reason``). ``train_per_class`` (few-shot) trains on
         exactly that many images per class; otherwise ``test_fraction`` of each class is held out.
         ``fine_tune_epochs`` > 0 (dlib-resnet-v1 only) also trains the network's last stage with the
         classifier. Every parameter is checked before a network is built.
@@ -438,14 +522,22 @@ class Classifier:
             fine_tune_epochs=fine_tune_epochs,
         )
         require(
-            not fine_tune_epochs or backbone == FINE_TUNABLE,
+            not fine_tune_epochs or is_auto(backbone) or backbone == FINE_TUNABLE,
             "{fine_tune_epochs} tunes the last stage of " + FINE_TUNABLE + ", not of {backbone}",
             fine_tune_epochs=fine_tune_epochs,
             backbone=backbone,
         )
         resolve_device(device)
         data = scan_labelled_folder(data_dir, min_labels=2)
-        source = feature_source(backbone, detector=detector, no_face=no_face, device=device, cache=cache)
+        choice = choose_backbone(
+            data.paths,
+            backbone,
+            detector=detector,
+            fine_tune_epochs=fine_tune_epochs,
+            device=device,
+            progress=progress,
+        )
+        source = feature_source(choice.name, detector=detector, no_face=no_face, device=device, cache=cache)
         if fine_tune_epochs:
             table, acts = _chip_activations(source, data.paths, progress)  # type: ignore[arg-type]
         else:
@@ -460,7 +552,7 @@ class Classifier:
         )
         train_idx, test_idx = usable[train_pos], usable[test_pos]
         if cfg.standardize is None:
-            cfg = dataclasses.replace(cfg, standardize=not isinstance(source, FaceFeatures))
+            cfg = dataclasses.replace(cfg, standardize=not unit_length(source))
         n = len(data.names)
         t0 = time.perf_counter()
         fine_tuned = None
@@ -496,6 +588,8 @@ class Classifier:
             "feature_seconds": round(table.seconds, 3),
             "train_seconds": round(t_train, 3),
             "backbone_trained": source_trained(source),
+            "backbone_reason": choice.reason,
+            "backbone_probe": choice.to_dict(),
             "per_class": per_class_report(cm, data.names),
             "split": {"test_fraction": test_fraction, "train_per_class": train_per_class, "seed": split_seed},
             "options": dataclasses.asdict(cfg),
@@ -585,7 +679,7 @@ class Classifier:
         be passed alone), most probable first. An image without a face or that cannot be read gets a
         ``no_face`` or ``error`` status instead of an exception."""
         require(top_k >= 1, "{top_k} must be at least 1", top_k=top_k)
-        items = _image_list(images)
+        items = image_list(images)
         source = self._feature_source()
         if self.fine_tuned:
             table, acts = _chip_activations(source, items, progress)  # type: ignore[arg-type]
@@ -622,7 +716,7 @@ class Classifier:
         return self._stage
 
 
-def _image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+def image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
     """One path or array -> a list of one; a sequence (or an ``(N, H, W, 3)`` array) -> a list."""
     if isinstance(images, str | os.PathLike) or (isinstance(images, np.ndarray) and images.ndim < 4):
         return [images]

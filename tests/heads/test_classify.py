@@ -154,6 +154,10 @@ def test_att_one_shot_accuracy(att_classifier: Classifier) -> None:
     assert cm.sum() == m["n_test"]
     assert np.trace(cm) == round(m["accuracy"] * m["n_test"])
     assert m["options"]["standardize"] is False  # face embeddings are used as they are
+    # No backbone named: the folder of face photos gets the face embedder (measured: 24 of 24 sampled
+    # images of this subset show one dominant face).
+    assert m["backbone_probe"]["auto"] and m["backbone_probe"]["one_face"] >= 20, m["backbone_probe"]
+    assert m["backbone_reason"].startswith("auto: ") and "dominant face" in m["backbone_reason"]
     assert att_classifier.to_dict()["backbone"] == {
         "name": "dlib-resnet-v1",
         "kind": "face",
