@@ -62,9 +62,13 @@ def _snapshot_path(output: Path, step: int) -> Path:
 
 
 def stylize_cmd(
-    content: Path = typer.Argument(..., help="Content photo (any format/mode; EXIF rotation applied)."),
-    styles: list[Path] = typer.Argument(..., help="One or more style images."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, ...)."),
+    content: Path = typer.Argument(
+        ..., help="Content photo (any format/mode; EXIF rotation applied).", readable=False
+    ),
+    styles: list[Path] = typer.Argument(..., help="One or more style images.", readable=False),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output image (.png, .jpg, ...).", readable=False
+    ),
     size: int = typer.Option(512, "--size", help="Longer side of the output, pixels."),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps, summed over all scales [300]."),
     optimizer: str = typer.Option("lbfgs", "--optimizer", help="lbfgs (best) or adam."),
