@@ -82,7 +82,23 @@ def classify_train(
 ) -> None:
     """Train a classifier head; report held-out accuracy, per-class scores and a confusion matrix."""
     with user_errors(flags={"fine_tune_epochs": "--fine-tune", "split_seed": "--seed"}):
+        from facestyle.errors import FacestyleError
         from facestyle.heads.classify import Classifier, ClassifierOptions
+        from facestyle.io.files import check_output_path
+        from facestyle.io.folders import scan_labelled_folder
+
+        # Both outputs are checked before any image is read: never one of the training images (a
+        # head or PNG over a photo), a head file's suffix (what `classify predict` recognises), and a
+        # directory that exists and is writable.
+        try:
+            inputs = scan_labelled_folder(data_dir).paths
+        except FacestyleError:
+            inputs = []  # the library says what is wrong with the folder, after checking its parameters
+        check_output_path(out_path, param="out", inputs=inputs, suffixes=HEAD_SUFFIXES)
+        confusion = check_output_path(
+            confusion or out_path.with_suffix(".confusion.png"), param="confusion", inputs=inputs,
+            suffixes=[".png"],
+        )  # fmt: skip
 
         clf = Classifier.train(
             data_dir,
@@ -99,7 +115,7 @@ def classify_train(
             progress=progress_fn(quiet or json),
         )
         name = clf.backbone["name"]
-        if not quiet:
+        if not quiet and clf.metrics["backbone_probe"]["auto"]:  # chosen here: say which and why
             note(f"backbone {name}: {clf.metrics['backbone_reason']}")
         if not clf.metrics["backbone_trained"]:
             note(
@@ -107,7 +123,7 @@ def classify_train(
                 "those of a pretrained network"
             )
         clf.save(out_path)
-        png = clf.save_confusion_png(confusion or out_path.with_suffix(".confusion.png"))
+        png = clf.save_confusion_png(confusion)
         if json:
             print_json({**clf.to_dict(), "head": str(out_path), "confusion_png": str(png)})
             return
@@ -195,6 +211,8 @@ def classify_predict(
             print_json(data if len(data) != 1 else data[0])
         else:
             for p in preds:
+                if p.status == "error":
+                    continue  # told on stderr above; stdout holds results only
                 ranked = ", ".join(f"{c} {prob:.3f}" for c, prob in p.top)
                 out.print(f"{p.path}: {ranked if p.status == 'ok' else p.status}")
         raise typer.Exit(worst_exit(STATUS_EXIT[p.status] for p in preds))

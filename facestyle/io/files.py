@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,15 @@ def load_tensor_file(path: str | os.PathLike[str], what: str) -> Any:
     if not path.is_file():
         raise UsageError(f"{path}: {what} file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before it fails
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign, truncated or pickled-code files
-        raise UsageError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
+        if "weights_only" in str(exc):
+            why = "it holds Python objects, which are never unpickled (weights_only)"
+        else:
+            why = f"corrupt, truncated or not a PyTorch file: {type(exc).__name__}"
+        raise UsageError(f"{path}: not a readable {what} ({why})") from None
 
 
 def file_key(path: str | os.PathLike[str]) -> str:

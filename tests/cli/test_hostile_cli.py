@@ -381,3 +381,76 @@ def test_every_path_parameter_leaves_its_checks_to_facestyle() -> None:
         and getattr(param.type_descriptor.parameter_info, "readable", False)
     ]
     assert checked == []
+
+
+# ---- classify: outputs, cache, predict ----------------------------------------------------------------
+@pytest.fixture
+def classes(work: Path) -> Path:
+    """``work/classes/{a,b}``: three AT&T photos of two people."""
+    for label in ("a", "b"):
+        (work / "classes" / label).mkdir(parents=True)
+    for name in ("1", "2", "3"):
+        shutil.copy(work / "photos" / f"s1_{name}.pgm", work / "classes" / "a" / f"{name}.pgm")
+    shutil.copy(work / "photos" / "s2_1.pgm", work / "classes" / "b" / "1.pgm")
+    for name in ("2", "3"):
+        Image.open(work / "photos" / "s2_1.pgm").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            work / "classes" / "b" / f"{name}.png"
+        )
+    return work / "classes"
+
+
+def test_classify_train_never_writes_over_a_training_image(work: Path, classes: Path) -> None:
+    train = ["classify", "train", "classes", "--train-per-class", "2", "-b", "dlib-resnet-v1"]
+    hostile(
+        work, [*train, "-o", "classes/a/1.pgm"], EXIT_USAGE, r"^error: --out classes/a/1.pgm must end in \.pt"
+    )
+    hostile(work, [*train, "-o", "h.pt", "--confusion", "classes/b/2.png"], EXIT_USAGE,
+            r"^error: --confusion classes/b/2.png is one of the inputs")  # fmt: skip
+    hostile(
+        work,
+        [*train, "-o", "missing/h.pt"],
+        EXIT_BAD_INPUT,
+        r"^error: missing: output directory does not exist$",
+    )
+    assert not (work / "missing").exists()
+
+
+def test_classify_train_with_an_unwritable_cache_still_trains(work: Path, classes: Path) -> None:
+    """The feature cache is only a cache: a FACESTYLE_HOME that cannot be written costs time, not the run."""
+    home = work / "home"
+    (home / "cache" / "features").mkdir(parents=True)
+    for folder in (home / "cache" / "features", home / "cache", home):
+        folder.chmod(0o555)
+    root = os.geteuid() == 0
+    train = [
+        "classify",
+        "train",
+        "classes",
+        "-o",
+        "h.pt",
+        "--train-per-class",
+        "2",
+        "-b",
+        "mobilenet-v2-imagenet",
+    ]
+    drop = _without_root_file_access if root else None
+    hostile(work, train, EXIT_OK, r"^held-out accuracy", writes=["h.pt", "h.confusion.png"],
+            env={"FACESTYLE_HOME": str(home)}, preexec_fn=drop)  # fmt: skip
+    assert not any((home / "cache" / "features").iterdir())
+
+
+def test_classify_predict_errors_on_stderr_only(work: Path, classes: Path) -> None:
+    made = run_cli(["classify", "train", "classes", "-o", "h.pt", "--train-per-class", "2",
+                    "-b", "dlib-resnet-v1", "--quiet"], work)  # fmt: skip
+    assert made.code == EXIT_OK, made.stderr
+    out = hostile(work, ["classify", "predict", "h.pt", "classes/a/3.pgm", "nope.jpg", "classes"],
+                  EXIT_BAD_INPUT, r"^error: nope.jpg: no such file$")  # fmt: skip
+    assert out.stdout.splitlines() == [f"classes/a/3.pgm: a {out.stdout.split()[-1]}"], out.stdout
+    assert out.stderr.splitlines()[1] == "error: classes: is a directory, not an image file"
+    hostile(work, ["classify", "predict", "h.pt", "classes/a/3.pgm", "--top-k", "0"], EXIT_USAGE,
+            r"^error: --top-k 0 must be at least 1$")  # fmt: skip
+    hostile(work, ["classify", "predict", "photos/notes.jpg", "classes/a/3.pgm"], EXIT_USAGE,
+            r"^error: photos/notes.jpg is an image, not a head file")  # fmt: skip
+    (work / "junk.pt").write_bytes(b"\x80\x04junk")
+    hostile(work, ["classify", "predict", "junk.pt", "classes/a/3.pgm"], EXIT_USAGE,
+            r"^error: junk.pt: not a readable classifier head")  # fmt: skip
