@@ -363,5 +363,6 @@ def test_half_on_the_cpu_runs_early_layers_in_bfloat16_and_reports_float32_losse
     with torch.no_grad():
         scored = exact(transfer.to_tensor(half.image))[1]
     assert scored["total"] == pytest.approx(half.losses["total"], rel=1e-5)
-    # Rounding noise, not a different optimum: close to the float32 run (0.4% apart when measured).
-    assert half.losses["total"] == pytest.approx(full.losses["total"], rel=0.05)
+    # Rounding noise, not a different optimum: close to the float32 run. Measured on this pair at 64 px
+    # and 20 steps: +1.4% (three content/style pairs: -1.6% to +3.4%; 0.4% at 512 px and 300 steps).
+    assert half.losses["total"] == pytest.approx(full.losses["total"], rel=0.03)
