@@ -14,7 +14,18 @@ from facestyle.errors import ParameterError
 
 
 def is_finite_number(value: object) -> bool:
+    """A real number (not a bool, not NaN, not infinite)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive_finite(value: object) -> bool:
+    """A finite real number > 0."""
+    return is_finite_number(value) and float(value) > 0  # type: ignore[arg-type]
+
+
+def non_negative_finite(value: object) -> bool:
+    """A finite real number >= 0."""
+    return is_finite_number(value) and float(value) >= 0  # type: ignore[arg-type]
 
 
 def require(ok: bool, template: str, **param: object) -> None:
@@ -43,3 +54,15 @@ def check_top_k(value: int, param: str = "top_k") -> int:
         **{param: value},
     )
     return value
+
+
+def check_optimiser(epochs: int, lr: float, weight_decay: float) -> None:
+    """What every trained head's options share: at least one epoch, a positive finite learning rate
+    and a finite, non-negative weight decay."""
+    require(isinstance(epochs, int) and epochs >= 1, "{epochs} must be at least 1", epochs=epochs)
+    require(positive_finite(lr), "{lr} must be positive and finite", lr=lr)
+    require(
+        non_negative_finite(weight_decay),
+        "{weight_decay} must be at least 0 and finite",
+        weight_decay=weight_decay,
+    )

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facestyle.checks import check_optimiser, check_top_k, require
 from facestyle.embed.features import (
     NO_FACE_POLICIES,
     FaceFeatures,
@@ -42,7 +43,6 @@ from facestyle.embed.features import (
 )
 from facestyle.errors import ParameterError, UsageError
 from facestyle.heads.backbones import FACE_BACKBONE, choose_backbone, is_auto
-from facestyle.heads.checks import check_optimiser, require
 from facestyle.heads.finetune import LastStage, stage_inputs, tune_last_stage
 from facestyle.io.files import load_tensor_file, save_tensor_file
 from facestyle.io.folders import scan_labelled_folder
@@ -678,7 +678,7 @@ class Classifier:
         """The ``top_k`` classes of each image (paths and/or ``(H, W, 3)`` uint8 arrays; one image may
         be passed alone), most probable first. An image without a face or that cannot be read gets a
         ``no_face`` or ``error`` status instead of an exception."""
-        require(top_k >= 1, "{top_k} must be at least 1", top_k=top_k)
+        check_top_k(top_k)
         items = image_list(images)
         source = self._feature_source()
         if self.fine_tuned:

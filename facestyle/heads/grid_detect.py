@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facestyle.checks import check_optimiser, positive_finite, require
 from facestyle.detect.boxes import box_area
 from facestyle.detect.faces import Detector, Face
 from facestyle.detect.grid import (
@@ -48,7 +49,6 @@ from facestyle.detect.grid import (
     save_grid_head,
 )
 from facestyle.errors import FacestyleError, UsageError
-from facestyle.heads.checks import check_optimiser, positive_finite, require
 from facestyle.heads.map import ImageBoxes, mean_average_precision
 from facestyle.io.files import atomic_write
 from facestyle.io.images import load_image

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from facestyle.checks import check_top_k, require
 from facestyle.errors import FacestyleError
-from facestyle.heads.checks import require
 from facestyle.heads.classify import Prediction, image_list
 from facestyle.io.images import ImageLike, as_rgb
 from facestyle.io.progress import Progress, no_progress
@@ -96,7 +96,7 @@ class ImageNetClassifier:
         """The ``top_k`` ImageNet categories of each image (paths and/or ``(H, W, 3)`` uint8 arrays; one
         image may be passed alone), most probable first. An image that cannot be read gets an
         ``error`` status (and says why) instead of an exception."""
-        require(top_k >= 1, "{top_k} must be at least 1", top_k=top_k)
+        check_top_k(top_k)
         items = image_list(images)
         classes = self.classes
         k = min(top_k, len(classes))
