@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,24 @@ class StyleOptions:
                     f"it offers {', '.join(offered)}",
                     **{option: taps},
                 )
+
+
+class SuggestionError(ParameterError):
+    """A :class:`ParameterError` that also proposes a value: ``suggest`` maps extra placeholders of the
+    template to a (parameter, value) pair, rendered like the parameters are (``{fits}`` with
+    ``suggest={"fits": ("size", 3100)}`` reads ``size=3100`` from Python and ``--size 3100`` on the
+    command line), so one message can name a parameter's given value and the value that would work.
+    ``suggestion`` keeps the proposed values by parameter."""
+
+    def __init__(self, template: str, suggest: dict[str, tuple[str, object]], **params: object) -> None:
+        self.suggest = dict(suggest)
+        self.suggestion = {name: value for name, value in self.suggest.values()}
+        super().__init__(template, **params)
+
+    def render(self, show: Callable[[str, object], str]) -> str:
+        shown = {k: show(k, v) for k, v in self.params.items()}
+        shown.update({key: show(name, value) for key, (name, value) in self.suggest.items()})
+        return self.template.format_map(shown)
 
 
 def check_optimizer(optimizer: str) -> None:

@@ -16,9 +16,10 @@ at 256-512 px the measured loss per second of CPU favoured it only slightly whil
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,10 +32,12 @@ from facestyle.heap import retained_heap
 from facestyle.io.images import ImageLike, as_rgb
 from facestyle.models.extractor import FeatureExtractor
 from facestyle.models.registry import backbone as build_backbone
+from facestyle.models.registry import get_model
+from facestyle.style import memory
 from facestyle.style.color import preserve_colors as keep_content_colors
 from facestyle.style.lbfgs import MAX_HISTORY, ProjectedLBFGS, history_length
 from facestyle.style.losses import blend_grams, gram, total_loss
-from facestyle.style.options import DEFAULTS, INIT_KEYWORDS, StyleOptions, check_optimizer
+from facestyle.style.options import DEFAULTS, INIT_KEYWORDS, StyleOptions, SuggestionError, check_optimizer
 from facestyle.style.precondition import SmoothingPreconditioner
 
 #: A snapshot callback: ``(step, image)`` with the image as it would be saved.
@@ -185,11 +188,13 @@ class Level:
 def plan_levels(options: StyleOptions, full: tuple[int, int]) -> list[Level]:
     """The levels ``options`` ask for on an output of ``full`` (height, width) pixels.
 
-    Levels too small for the backbone are dropped; given ``steps_per_scale`` must then still fit.
+    Levels whose short side is under :data:`MIN_LEVEL_SIDE` (or under what the backbone needs,
+    :func:`level_min_side`) are dropped, except the finest; given ``steps_per_scale`` must then still fit.
     Each level's L-BFGS history comes from a memory budget (:func:`.history_length`: 100 pairs, fewer
     above ~450k pixels so the history stays within 1 GiB) unless ``lbfgs_history`` fixes it.
     """
-    sizes = level_sizes(full, options.scale_count)
+    smallest = max(MIN_LEVEL_SIDE, level_min_side(options))
+    sizes = level_sizes(full, options.scale_count, smallest)
     if options.steps_per_scale is None:
         per_level = split_steps(options.total_steps, len(sizes))
     else:
@@ -197,7 +202,7 @@ def plan_levels(options: StyleOptions, full: tuple[int, int]) -> list[Level]:
     if len(per_level) != len(sizes):
         raise ParameterError(
             f"{{steps_per_scale}} has {len(per_level)} levels, but at {{size}} only {len(sizes)} "
-            f"{'is' if len(sizes) == 1 else 'are'} at least {MIN_LEVEL_SIDE} px on each side",
+            f"{'is' if len(sizes) == 1 else 'are'} at least {smallest} px on each side",
             steps_per_scale=options.steps_per_scale,
             size=options.size,
         )
@@ -206,6 +211,181 @@ def plan_levels(options: StyleOptions, full: tuple[int, int]) -> list[Level]:
         Level(hw, n, options.lbfgs_history or history_length(3 * hw[0] * hw[1]))
         for hw, n in zip(sizes, per_level, strict=True)
     ]
+
+
+# ------------------------------------------------------------------------------ checked before the work
+
+
+def _deepest_tap(options: StyleOptions) -> str:
+    """The deepest of the taps ``options`` use (the backbone runs up to it)."""
+    order = get_model(options.backbone_name).taps
+    style, content = options.taps()
+    return max(style + content, key=order.index)
+
+
+def level_min_side(options: StyleOptions) -> int:
+    """The smallest short side (px) the content or a style image may have at any level on ``options``'
+    backbone: 16, or more where its layers need it (:func:`facestyle.style.memory.min_side`)."""
+    return memory.min_side(options.backbone_name, _deepest_tap(options))
+
+
+def _loads(
+    options: StyleOptions, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]], size: int
+) -> list[memory.LevelLoad]:
+    """The levels of a run at ``size`` as the memory model sees them: :func:`plan_levels`' sizes and
+    histories and each style's size there (:func:`_level_inputs`), without its refusals."""
+    smallest = max(MIN_LEVEL_SIDE, level_min_side(options))
+    loads = []
+    for hw in level_sizes(fit_size(content_hw, size), options.scale_count, smallest):
+        style_px = max(1, round(max(hw) * options.style_scale))
+        pairs = options.lbfgs_history or history_length(3 * hw[0] * hw[1])
+        styles = tuple(fit_size(s, style_px) for s in style_hws)
+        loads.append(memory.LevelLoad(hw, styles, pairs if options.optimizer == "lbfgs" else 0))
+    return loads
+
+
+def predict_memory(
+    options: StyleOptions,
+    content_hw: tuple[int, int],
+    style_hws: Sequence[tuple[int, int]],
+    size: int | None = None,
+) -> memory.Estimate | None:
+    """The predicted peak memory of a CPU run of ``options`` (at ``size`` instead of ``options.size``
+    if given) on a content and styles of these (height, width); None for a backbone the model does not
+    know (:func:`facestyle.style.memory.profile`)."""
+    found = memory.profile(options.backbone_name, _deepest_tap(options))
+    if found is None:
+        return None
+    loads = _loads(options, content_hw, style_hws, options.size if size is None else size)
+    return memory.predict_peak(
+        found.bytes_per_pixel, loads, [content_hw, *style_hws], optimizer=options.optimizer
+    )
+
+
+def _thin(
+    options: StyleOptions, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]], size: int
+) -> tuple[str, int, tuple[int, int]] | None:
+    """The first image a run at ``size`` would shrink below :func:`level_min_side` on its short side:
+    (which, its short side there, its own (height, width)), or None when every level is wide enough."""
+    smallest = level_min_side(options)
+    for load in _loads(options, content_hw, style_hws, size):
+        if min(load.size) < smallest:
+            return "the content", min(load.size), content_hw
+        for i, hw in enumerate(load.styles):
+            if min(hw) < smallest:
+                which = f"style image {i + 1}" if len(style_hws) > 1 else "the style image"
+                return which, min(hw), style_hws[i]
+    return None
+
+
+def _first(works: Callable[[int], bool], known_bad: int, cap: int = 1 << 40) -> int | None:
+    """The smallest n > ``known_bad`` with ``works(n)`` (``works`` turns true for good as n grows), or
+    None below ``cap``."""
+    high = max(1, 2 * known_bad)
+    while not works(high):
+        if high > cap:
+            return None
+        known_bad, high = high, 2 * high
+    while high - known_bad > 1:
+        mid = (known_bad + high) // 2
+        known_bad, high = (known_bad, mid) if works(mid) else (mid, high)
+    return high
+
+
+def check_sides(
+    options: StyleOptions, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]]
+) -> None:
+    """Refuse a run whose content or style image would be too thin for the backbone at some level.
+
+    A 10000x200 photo at ``size=512`` is 512x10: four poolings later nothing is left (torch stopped with
+    "Output size is too small"). Such a run is refused in one line that says which ``size`` (for the
+    content) or ``style_scale`` (for a style image) would work, and, when that would not fit in memory
+    on a CPU, that the image has to be cropped. Odd shapes are not padded or tiled: that would stylise
+    another picture than the one given.
+    """
+    thin = _thin(options, content_hw, style_hws, options.size)
+    if thin is None:
+        return
+    which, side, (h, w) = thin
+    smallest = level_min_side(options)
+    head = f"{{size}} makes {which}'s short side {side} px (image {w}x{h}); at least {smallest} px are needed"
+    if which == "the content":
+        size = _first(lambda n: _thin(options, content_hw, style_hws, n) is None, options.size)
+        fixed = replace(options, size=size) if size is not None else None
+        fix = ("size", size)
+    else:
+        start = math.floor(options.style_scale * 100)
+        hundredths = _first(
+            lambda k: (
+                _thin(replace(options, style_scale=k / 100), content_hw, style_hws, options.size) is None
+            ),
+            start,
+        )
+        fixed = replace(options, style_scale=hundredths / 100) if hundredths is not None else None
+        fix = ("style_scale", None if hundredths is None else hundredths / 100)
+        head = head.replace("{size} makes", "{size} with {style_scale} makes")
+    params = {"size": options.size, "style_scale": options.style_scale}
+    if fixed is None:
+        raise ParameterError(f"{head}; no size works: crop or pad {which}", **params)
+    needs = predict_memory(fixed, content_hw, style_hws)
+    budget = memory.memory_budget()
+    if needs is not None and budget.usable is not None and needs.peak > budget.usable:
+        raise SuggestionError(
+            f"{head}, which takes {{fix}}; that needs ~{memory.gib(needs.peak)} and {_budget_words(budget)}: "
+            f"crop {which} to a less elongated shape",
+            {"fix": fix},
+            **params,
+        )
+    raise SuggestionError(f"{head}: use {{fix}} or more", {"fix": fix}, **params)
+
+
+def _budget_words(budget: memory.Budget) -> str:
+    amount = memory.gib(budget.bytes or 0)
+    if budget.source.startswith("$"):
+        return f"{budget.source} allows {amount}"
+    if budget.source == "cgroup memory.max":
+        return f"this process may use {amount} (cgroup memory.max)"
+    return f"this machine has {amount} available"
+
+
+def check_memory(
+    options: StyleOptions,
+    content_hw: tuple[int, int],
+    style_hws: Sequence[tuple[int, int]],
+    device: torch.device | str = "cpu",
+) -> memory.Estimate | None:
+    """Refuse a CPU run whose predicted peak (:func:`predict_memory`) exceeds what this machine can give
+    it (:func:`facestyle.style.memory.memory_budget`, less its headroom), saying the largest ``size``
+    that fits. Returns the estimate, or None when nothing was checked (a GPU run, a backbone the model
+    does not know, a system where the available memory cannot be read)."""
+    if torch.device(device).type != "cpu":
+        return None
+    estimate = predict_memory(options, content_hw, style_hws)
+    if estimate is None:
+        return None
+    budget = memory.memory_budget()
+    if budget.usable is None:
+        return None
+    if estimate.peak <= budget.usable:
+        return estimate
+    low = (
+        _first(lambda n: _thin(options, content_hw, style_hws, n) is None, memory.MIN_SIDE - 1)
+        or options.size
+    )
+    fits = memory.largest_fitting(
+        lambda n: predict_memory(options, content_hw, style_hws, n).peak,  # type: ignore[union-attr]
+        budget.usable,
+        low,
+        max(low, options.size),
+    )
+    head = f"{{size}} needs ~{memory.gib(estimate.peak)}; {_budget_words(budget)}"
+    history = ""
+    if options.lbfgs_history is not None and estimate.history > estimate.peak // 4:
+        history = f" ({{lbfgs_history}} keeps {memory.gib(estimate.history)} of it)"
+    params = {"size": options.size, "lbfgs_history": options.lbfgs_history}
+    if fits is None:
+        raise ParameterError(f"{head}{history}; no size fits", **params)
+    raise SuggestionError(f"{head}{history}; at most {{fits}} fits", {"fits": ("size", fits)}, **params)
 
 
 # ----------------------------------------------------------------------------------------- objective
@@ -392,8 +572,11 @@ def stylize(
     content_arr = as_rgb(content, "content")[0]
     style_arrs = [as_rgb(s, "style")[0] for s in style_list]
     start = _start(opts.init)
-    full = fit_size(content_arr.shape[:2], opts.size)
+    content_hw, style_hws = content_arr.shape[:2], [s.shape[:2] for s in style_arrs]
+    check_sides(opts, content_hw, style_hws)
+    full = fit_size(content_hw, opts.size)
     levels = plan_levels(opts, full)
+    check_memory(opts, content_hw, style_hws, dev)
     extractor = _backbone(opts, extractor, dev, chosen_by_default)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
