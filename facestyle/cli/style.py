@@ -2,7 +2,8 @@
 
 A thin wrapper over :func:`facestyle.style.transfer.stylize`: flags become a
 :class:`~facestyle.style.options.StyleOptions` (checked by the library, which names parameters; the
-errors are shown here with the flags), the output path is checked before any work, and the image and
+errors are shown here with the flags), the output path is checked before any work (never an input
+unless ``--overwrite``; sizes and memory are the library's checks), and the image and
 its ``--save-every`` snapshots are written with :func:`facestyle.io.images.save_image`.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import typer
 
 from facestyle.cli._common import STATE, JsonOpt, QuietOpt, note, print_json, user_errors
-from facestyle.errors import ImageError, ParameterError
+from facestyle.errors import ParameterError
 
 
 def _parse_blend(text: str | None) -> list[float] | None:
@@ -41,19 +42,25 @@ def _parse_steps_per_scale(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _check_output(output: Path) -> None:
-    """Refuse an output the image writer would refuse, before minutes of optimisation, not after."""
-    from facestyle.io.images import IMAGE_FORMATS, image_format
+def _check_outputs(output: Path, inputs: list[Path], overwrite: bool, save_every: int, steps: int) -> None:
+    """Refuse, before minutes of optimisation, an output the image writer would refuse or that is one
+    of the inputs (also through a link or another spelling), and ``--save-every`` snapshots
+    (:func:`_snapshot_path`) that would land on an input."""
+    import glob
 
-    try:
-        image_format(output)
-    except ImageError:
-        raise ParameterError(
-            "{output}: unsupported image extension; use one of " + ", ".join(sorted(IMAGE_FORMATS)),
-            output=output,
-        ) from None
-    if not output.parent.is_dir():
-        raise ImageError(f"{output.parent}: output directory does not exist")
+    from facestyle.io.files import check_output_path
+    from facestyle.io.images import IMAGE_FORMATS
+
+    check_output_path(
+        output, param="output", inputs=inputs, overwrite=overwrite, suffixes=list(IMAGE_FORMATS)
+    )
+    if not save_every:
+        return
+    for existing in output.parent.glob(f"{glob.escape(output.stem)}.*.png"):  # only a file can be an input
+        step = existing.name[len(output.stem) + 1 : -len(".png")]
+        taken = step.isdigit() and 0 < int(step) < steps and int(step) % save_every == 0
+        if taken and existing == _snapshot_path(output, int(step)):
+            check_output_path(existing, param="output", inputs=inputs, overwrite=overwrite)
 
 
 def _snapshot_path(output: Path, step: int) -> Path:
@@ -69,7 +76,13 @@ def stylize_cmd(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output image (.png, .jpg, ...).", readable=False
     ),
-    size: int = typer.Option(512, "--size", help="Longer side of the output, pixels."),
+    size: int = typer.Option(
+        512,
+        "--size",
+        help="Longer side of the output, pixels. Checked before any work: every image must keep 16 px on "
+        "its short side, and on the CPU the run's predicted peak memory must fit in what this machine has "
+        "available (else the largest --size that fits is named; docs/style-memory.md).",
+    ),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps, summed over all scales [300]."),
     optimizer: str = typer.Option("lbfgs", "--optimizer", help="lbfgs (best) or adam."),
     content_weight: float = typer.Option(1.0, "--content-weight", help="alpha (relative content loss)."),
@@ -110,6 +123,9 @@ def stylize_cmd(
         help="Curvature pairs L-BFGS keeps (default 100, fewer above ~450k pixels to stay within 1 GiB).",
     ),
     save_every: int = typer.Option(0, "--save-every", help="Also write OUT.<step>.png every N steps."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Allow the output (or a snapshot) to replace one of the input files."
+    ),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -120,7 +136,7 @@ def stylize_cmd(
         if quiet:
             STATE["quiet"] = True
         from facestyle.models.registry import get_model
-        from facestyle.style.options import StyleOptions, backbone_note
+        from facestyle.style.options import INIT_KEYWORDS, StyleOptions, backbone_note
 
         options = StyleOptions(
             size=size,
@@ -141,7 +157,8 @@ def stylize_cmd(
             lbfgs_history=lbfgs_history,
             save_every=save_every,
         ).validate(styles=len(styles))
-        _check_output(output)
+        inputs = [content, *styles] + ([Path(init)] if init not in INIT_KEYWORDS else [])
+        _check_outputs(output, inputs, overwrite, save_every, options.total_steps)
 
         from facestyle.io.images import save_image
         from facestyle.style.transfer import stylize
