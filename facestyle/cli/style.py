@@ -133,8 +133,7 @@ def stylize_cmd(
     # Every StyleOptions field has the flag ``--`` + its name with dashes (and so has ``output``), so the
     # library's parameter errors need no flag map to read as this command's flags.
     with user_errors():
-        if quiet:
-            STATE["quiet"] = True
+        STATE["quiet"] = quiet  # set, not only raised: an embedding app may invoke commands in turn
         from facestyle.models.registry import get_model
         from facestyle.style.options import INIT_KEYWORDS, StyleOptions, backbone_note
 
@@ -164,15 +163,16 @@ def stylize_cmd(
         from facestyle.style.transfer import stylize
 
         info = get_model(options.backbone_name)
+        notes = []  # said once the library's checks have passed (a refused run prints only its error)
         if backbone is None and not json:  # chosen here: say which (--json has it as backbone_default)
-            note(f"[dim]note:[/] {backbone_note(info.name)}")
+            notes.append(f"[dim]note:[/] {backbone_note(info.name)}")
         if not info.trained:
-            note(f"[yellow]note:[/] backbone {info.name} is UNTRAINED ({info.description})")
+            notes.append(f"[yellow]note:[/] backbone {info.name} is UNTRAINED ({info.description})")
 
         def snapshot(step: int, image) -> None:
             save_image(_snapshot_path(output, step), image)
 
-        with _LossBar(options.total_steps, quiet or json) as bar:
+        with _LossBar(options.total_steps, quiet or json, notes) as bar:
             result = stylize(
                 content,
                 list(styles),
@@ -195,33 +195,44 @@ def stylize_cmd(
 
 
 class _LossBar:
-    """A rich progress bar showing the current loss, on an interactive stderr only."""
+    """A rich progress bar showing the current loss, on an interactive stderr only. It starts at the
+    first step, after saying ``notes``: by then every check of the run has passed."""
 
-    def __init__(self, total: int, silent: bool) -> None:
+    def __init__(self, total: int, silent: bool, notes: list[str]) -> None:
         self.total = total
         self.enabled = not silent and not STATE["quiet"] and sys.stderr.isatty()
+        self.notes = notes
+        self._started = False
         self._bar = None
 
     def __enter__(self) -> _LossBar:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            from facestyle.cli._common import err
-
-            self._bar = Progress(
-                TextColumn("stylize {task.fields[level]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task("", total=self.total, loss="-", level="")
         return self
 
+    def _start(self) -> None:
+        self._started = True
+        for line in self.notes:
+            note(line)
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from facestyle.cli._common import err
+
+        self._bar = Progress(
+            TextColumn("stylize {task.fields[level]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._bar.__enter__()
+        self._task = self._bar.add_task("", total=self.total, loss="-", level="")
+
     def update(self, info) -> None:
+        if not self._started:
+            self._start()
         if self._bar is not None:
             level = f"{info.size[1]}x{info.size[0]} ({info.scale + 1}/{info.scales})"
             self._bar.update(self._task, completed=info.step, loss=f"{info.loss:.4g}", level=level)
