@@ -21,8 +21,9 @@ import numpy as np
 from facestyle.align.landmarks import landmarks_of
 from facestyle.checks import check_threshold
 from facestyle.detect.faces import Detector, Face, FaceChoice
+from facestyle.detect.finding import DEFAULT_CROP, CropMode, FaceFinder, check_crop
 from facestyle.embed.embedder import Embedder
-from facestyle.embed.features import FaceFeatures, NoFacePolicy
+from facestyle.embed.features import FaceFeatures, NoFacePolicy, face_finder
 from facestyle.embed.loader import load_embedder
 from facestyle.errors import FacestyleError, ImageError, NoFaceError, SeveralFacesError, combine
 from facestyle.io.images import ImageLike, as_rgb, load_image, save_image
@@ -78,6 +79,11 @@ class FacePipeline:
     ``facestyle train``; ``detector`` is a registered detector (``mtcnn``: landmarks, the accurate
     default; ``haar``: faster, box only), a grid-head file from ``facestyle detect-head train``, or a
     :class:`~facestyle.detect.faces.Detector` object.
+
+    ``crop`` is the face-finding policy (:mod:`facestyle.detect.finding`): ``detect`` (the detector
+    alone), ``auto`` (the default: detect, then a padded re-detection, then the whole image as the face
+    where it plausibly is a face crop, with landmarks placed by MTCNN's O-Net) or ``whole`` (every image
+    is one face). Each :class:`Face` says how it was found (``found_by``).
     """
 
     def __init__(
@@ -85,11 +91,14 @@ class FacePipeline:
         model: str | Path = "dlib-resnet-v1",
         detector: str | Path | Detector = "mtcnn",
         device: str | None = None,
+        crop: CropMode = DEFAULT_CROP,
     ) -> None:
+        self.crop: CropMode = check_crop(crop)  # before any model loads
         self.embedder: Embedder = load_embedder(model, device=device)
         self._detector_choice = detector
         self._device = device
         self._detector: Detector | None = detector if isinstance(detector, Detector) else None
+        self._finder: FaceFinder | None = None
 
     @property
     def detector(self) -> Detector:
@@ -99,17 +108,24 @@ class FacePipeline:
         return self._detector
 
     @property
+    def finder(self) -> FaceFinder:
+        """The detector under this pipeline's ``crop`` policy (built on first use)."""
+        if self._finder is None:
+            self._finder = face_finder(self.detector, self.crop, self._device)
+        return self._finder
+
+    @property
     def model_name(self) -> str:
         return self.embedder.name
 
     def detect(self, image: ImageLike) -> list[Face]:
-        """Faces (boxes, scores, landmarks; no embeddings), largest first."""
-        return self.detector.detect(as_rgb(image)[0])
+        """Faces (boxes, scores, landmarks, how each was found; no embeddings), largest first."""
+        return self.finder.detect(as_rgb(image)[0])
 
     def faces(self, image: ImageLike) -> list[Face]:
         """Every face in ``image`` with its embedding, largest first."""
         arr, _ = as_rgb(image)
-        detected = self.detector.detect(arr)
+        detected = self.finder.detect(arr)
         if not detected:
             return []
         embeddings = self.embedder.embed_chips(np.stack(self.aligned_chips(arr, detected)))
@@ -138,10 +154,17 @@ class FacePipeline:
         return self.embedder.embed_chips(chips)
 
     def features(
-        self, face: FaceChoice = "largest", no_face: NoFacePolicy = "skip", cache: bool = True
+        self,
+        face: FaceChoice = "largest",
+        no_face: NoFacePolicy = "skip",
+        cache: bool = True,
+        crop: CropMode | None = None,
     ) -> FaceFeatures:
-        """The feature service on this pipeline's detector and embedder: one vector per file, cached."""
-        return FaceFeatures(self.embedder, self.detector, face=face, no_face=no_face, cache=cache)
+        """The feature service on this pipeline's detector and embedder: one vector per file, cached.
+        ``crop`` defaults to the pipeline's face-finding policy."""
+        return FaceFeatures(
+            self.embedder, self.finder, face=face, crop=crop or self.crop, no_face=no_face, cache=cache
+        )
 
     def embed_files(
         self, paths: Iterable[str | Path], aligned: bool = False, chunk: int = 32
@@ -167,8 +190,8 @@ class FacePipeline:
                         f"this one is {image.shape[1]}x{image.shape[0]}"
                     )
                 box = np.array([0, 0, size, size], dtype=np.float32)
-                return ImageResult(path, "ok", [Face(box, 1.0, None)]), [image]
-            detected = self.detector.detect(image)
+                return ImageResult(path, "ok", [Face(box, 1.0, None, found_by="aligned")]), [image]
+            detected = self.finder.detect(image)
         except FacestyleError as exc:
             return ImageResult(path, "error", [], str(exc)), []
         if not detected:
@@ -273,22 +296,28 @@ def face_embeddings(image: ImageLike, model: str = "dlib-resnet-v1") -> np.ndarr
     return np.stack([f.embedding for f in faces])
 
 
-def detect_faces(image: ImageLike, detector: str = "mtcnn") -> list[Face]:
-    """Boxes, scores and landmarks of every face in ``image``, largest first (no embedder is loaded)."""
-    if detector not in _DETECTORS:
-        _DETECTORS[detector] = registry.detector(detector)
-    return _DETECTORS[detector].detect(as_rgb(image)[0])
+def detect_faces(image: ImageLike, detector: str = "mtcnn", crop: CropMode = DEFAULT_CROP) -> list[Face]:
+    """Boxes, scores and landmarks of every face in ``image``, largest first, found under the ``crop``
+    policy (no embedder is loaded)."""
+    check_crop(crop)
+    if (detector, crop) not in _DETECTORS:
+        base = _DETECTORS.get((detector, "detect")) or registry.detector(detector)
+        _DETECTORS[(detector, "detect")] = base
+        _DETECTORS[(detector, crop)] = face_finder(base, crop)
+    return _DETECTORS[(detector, crop)].detect(as_rgb(image)[0])
 
 
-_PIPELINES: dict[tuple[str, str], FacePipeline] = {}
-_DETECTORS: dict[str, Detector] = {}
+_PIPELINES: dict[tuple[str, str, str], FacePipeline] = {}
+_DETECTORS: dict[tuple[str, str], Detector] = {}
 
 
-def default_pipeline(model: str = "dlib-resnet-v1", detector: str = "mtcnn") -> FacePipeline:
-    """A process-wide pipeline per (model, detector), built on first use."""
-    key = (model, detector)
+def default_pipeline(
+    model: str = "dlib-resnet-v1", detector: str = "mtcnn", crop: CropMode = DEFAULT_CROP
+) -> FacePipeline:
+    """A process-wide pipeline per (model, detector, crop), built on first use."""
+    key = (model, detector, check_crop(crop))
     if key not in _PIPELINES:
-        _PIPELINES[key] = FacePipeline(model, detector)
+        _PIPELINES[key] = FacePipeline(model, detector, crop=crop)
     return _PIPELINES[key]
 
 

@@ -42,12 +42,14 @@ def rounded(values: object, decimals: int = COORD_DECIMALS) -> list:
 @dataclass
 class Face:
     """One face: ``box`` (x1, y1, x2, y2) pixels, ``score`` in [0, 1], optional ``(5, 2)`` landmarks
-    (order :data:`LANDMARK_NAMES`) and, once embedded, its unit-length ``embedding``."""
+    (order :data:`LANDMARK_NAMES`), once embedded its unit-length ``embedding``, and how it was found
+    (``found_by``: ``detector``, ``padded`` or ``whole``; see :mod:`facestyle.detect.finding`)."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    found_by: str = "detector"
 
     @property
     def area(self) -> float:
@@ -55,12 +57,13 @@ class Face:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
     def to_dict(self, embedding: bool = True) -> dict:
-        """The face as JSON: box, score, landmarks (null for box-only detectors) and, if asked and
-        present, the embedding (6 decimals)."""
+        """The face as JSON: box, score, landmarks (null for box-only detectors), how it was found
+        and, if asked and present, the embedding (6 decimals)."""
         data: dict = {
             "box": rounded(np.asarray(self.box).ravel()[:4]),
             "score": round(float(self.score), SCORE_DECIMALS),
             "landmarks": None if self.landmarks is None else rounded(self.landmarks),
+            "found_by": self.found_by,
         }
         if embedding and self.embedding is not None:
             data["embedding"] = rounded(self.embedding, 6)

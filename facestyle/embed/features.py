@@ -3,7 +3,8 @@
 Training, evaluation, calibration, classification heads and the CLI's embedding matrix all need "one
 vector per file", computed once and reused. This module is the one place that does it:
 
-* :class:`FaceFeatures`: detect (the detector of your choice), pick one face per photo
+* :class:`FaceFeatures`: find faces (the detector of your choice under the face-finding policy of
+  :mod:`facestyle.detect.finding`: ``crop`` is ``detect``, ``auto`` or ``whole``), pick one face per photo
   (:data:`~facestyle.detect.faces.FaceChoice`: ``largest`` or ``central``), align it to the embedder's
   chip and embed it; or, for training, embed several augmented views of that chip.
 * :class:`ImageFeatures`: a whole image through a registered backbone, pooled at one tap (for
@@ -15,9 +16,10 @@ why in ``status`` (``ok``, ``no_face`` or ``error``) and ``errors``.
 
 Caching: each file's result is stored under ``$FACESTYLE_HOME/cache/features``, keyed by the file
 (absolute path, size, mtime: :func:`facestyle.io.files.file_key`) and by everything that changes the
-numbers: the model and its weights version, the detector, the face choice and the no-face policy
-(plus, for training views, their number, seed, augmentation and layer). The chosen face's landmarks
-are stored too, so augmented views of a photo never run detection again. Files that could not be read
+numbers: the model and its weights version, the detector, the face choice and the face-finding
+policy (the crop mode and the version of its measured constants; plus, for training views, their
+number, seed, augmentation and layer). The chosen face's landmarks and how it was found are stored
+too, so augmented views of a photo never run detection again. Files that could not be read
 are not cached. Training views are drawn from one random stream over the list of files, so they are
 cached per list (see :meth:`FaceFeatures.views`). Cache files are written atomically (owner-only:
 embeddings of people are biometric data) and merged with what another process may have written
@@ -37,16 +39,18 @@ from typing import Literal
 import numpy as np
 
 from facestyle.align.landmarks import landmarks_of
-from facestyle.detect.faces import Detector, Face, FaceChoice, choose_face
+from facestyle.detect.faces import Detector, FaceChoice, choose_face
+from facestyle.detect.finding import DEFAULT_CROP, POLICY_VERSION, CropMode, FaceFinder, check_crop
 from facestyle.embed.embedder import Embedder, embed_tapped
 from facestyle.errors import FacestyleError, ParameterError
 from facestyle.io.files import atomic_write, file_key
 from facestyle.io.images import ImageLike, as_rgb
 from facestyle.io.progress import Progress, no_progress
 
-#: What to do with a photo in which the detector finds no face: leave it out, or treat the whole image
-#: as the face box (right for data sets of tight face crops, where detectors miss faces that fill the
-#: frame).
+#: What to do with a photo in which no face is found. Kept as an alias (issue 20): ``skip`` leaves it
+#: out, and ``whole`` now means the face-finding policy's ``auto`` (a padded re-detection, then O-Net's
+#: landmarks on the whole image where it plausibly is a face crop). It used to place the landmarks by
+#: fixed box proportions, which misaligned the chips; use ``crop`` instead.
 NoFacePolicy = Literal["skip", "whole"]
 NO_FACE_POLICIES = ("skip", "whole")
 
@@ -71,6 +75,7 @@ class FeatureTable:
     boxes: np.ndarray  # (N, 4) the chosen face's box (NaN without one; the whole image for images)
     computed: int = 0  # files that went through the network (the others came from the cache)
     seconds: float = 0.0
+    found_by: list[str | None] | None = None  # how each row's face was found (None: no face, or n/a)
 
     @property
     def ok(self) -> np.ndarray:
@@ -95,6 +100,7 @@ class _Entry:
     box: np.ndarray  # (4,)
     landmarks: np.ndarray  # (5, 2)
     value: np.ndarray | None  # (D,) or (V, D)
+    found_by: str = ""  # detector | padded | whole ("" without a face)
 
 
 class _Store:
@@ -117,11 +123,12 @@ class _Store:
                     return {}
                 files, status, boxes, marks = z["files"], z["status"], z["boxes"], z["landmarks"]
                 values = z["values"]
+                found = z["found_by"] if "found_by" in z.files else np.full(len(files), "", dtype=str)
         except (OSError, ValueError, KeyError):
             return {}
         return {
-            str(f): _Entry(str(s), b, m, v if s == "ok" else None)
-            for f, s, b, m, v in zip(files, status, boxes, marks, values, strict=True)
+            str(f): _Entry(str(s), b, m, v if s == "ok" else None, str(fb))
+            for f, s, b, m, v, fb in zip(files, status, boxes, marks, values, found, strict=True)
         }
 
     def get(self, fkey: str) -> _Entry | None:
@@ -152,6 +159,7 @@ class _Store:
             "boxes": np.stack([e.box for e in merged.values()]).astype(np.float32),
             "landmarks": np.stack([e.landmarks for e in merged.values()]).astype(np.float32),
             "values": values,
+            "found_by": np.array([e.found_by for e in merged.values()], dtype=str),
         }
         # An unwritable cache only costs the next run its time.
         with contextlib.suppress(OSError):
@@ -193,9 +201,11 @@ class ChipResult:
 class FaceFeatures:
     """Files -> chosen face -> embedding, with the cache described in the module docstring.
 
-    ``face`` picks the face of a photo with several (``largest`` or ``central``); ``no_face`` says
-    what a photo without a detected face becomes (``skip``: a no_face row; ``whole``: the whole image
-    as the face box). ``cache=False`` computes everything and writes nothing.
+    ``face`` picks the face of a photo with several (``largest`` or ``central``); ``crop`` is the
+    face-finding mode (:data:`~facestyle.detect.finding.CROP_MODES`: ``detect``, ``auto`` (default)
+    or ``whole``); a photo where none is found is a no_face row. ``no_face="whole"`` is the old name of
+    ``crop="auto"`` and is kept as an alias (it no longer places landmarks by box proportions).
+    ``cache=False`` computes everything and writes nothing.
     """
 
     def __init__(
@@ -204,18 +214,31 @@ class FaceFeatures:
         detector: Detector,
         *,
         face: FaceChoice = "largest",
+        crop: CropMode = DEFAULT_CROP,
         no_face: NoFacePolicy = "skip",
         cache: bool = True,
     ) -> None:
         if no_face not in NO_FACE_POLICIES:
             raise ParameterError("{no_face} is not a policy; use skip or whole", no_face=no_face)
+        check_crop(crop)
+        if no_face == "whole" and crop == "detect":
+            raise ParameterError(
+                "{no_face} means {crop}; it cannot be combined with crop='detect'",
+                no_face=no_face,
+                crop="auto",
+            )
         choose_face([], (1, 1), face)  # validates the choice
         self.embedder = embedder
-        self.detector = detector
+        self.finder = face_finder(detector, crop)
+        self.detector = self.finder.detector
         self.face = face
+        self.crop = crop
         self.no_face = no_face
         self.cache = cache
-        self.key = f"faces|{embedder.version or embedder.name}|{detector.name}|{face}|{no_face}"
+        policy = "" if crop == "detect" else f"|{POLICY_VERSION}"
+        self.key = (
+            f"faces|{embedder.version or embedder.name}|{self.detector.name}|{face}|crop={crop}{policy}"
+        )
         self._store = _Store(self.key, cache)
 
     # -- one image ---------------------------------------------------------------------------------
@@ -223,15 +246,12 @@ class FaceFeatures:
         hit = self._store.get(fkey) if fkey else None
         if hit is not None:
             return hit
-        face = choose_face(self.detector.detect(image), image.shape, self.face)
-        if face is None and self.no_face == "whole":
-            h, w = image.shape[:2]
-            face = Face(np.array([0, 0, w, h], np.float32), 0.0, None)
+        face = choose_face(self.finder.detect(image), image.shape, self.face)
         if face is None:
             entry = _Entry("no_face", _NAN_BOX, _NAN_MARKS, None)
         else:
             marks = landmarks_of(face).astype(np.float32)
-            entry = _Entry("ok", np.asarray(face.box, np.float32), marks, None)
+            entry = _Entry("ok", np.asarray(face.box, np.float32), marks, None, face.found_by)
         if fkey:
             self._store.put(fkey, entry)
         return entry
@@ -275,6 +295,7 @@ class FaceFeatures:
             ["ok"] * n,
             [None] * n,
             np.full((n, 4), np.nan, np.float32),
+            found_by=[None] * n,
         )
         pending: list[tuple[int, str | None, _Entry, np.ndarray]] = []
 
@@ -285,7 +306,9 @@ class FaceFeatures:
             for (i, fkey, entry, _), v in zip(pending, vectors, strict=True):
                 table.values[i] = v
                 if fkey:
-                    self._store.put(fkey, _Entry("ok", entry.box, entry.landmarks, v.astype(np.float32)))
+                    self._store.put(
+                        fkey, _Entry("ok", entry.box, entry.landmarks, v.astype(np.float32), entry.found_by)
+                    )
             table.computed += len(pending)
             pending.clear()
 
@@ -306,6 +329,7 @@ class FaceFeatures:
             hit = self._store.get(fkey) if fkey else None
             if hit is not None and (hit.status != "ok" or hit.value is not None):
                 table.status[i], table.boxes[i] = hit.status, hit.box
+                table.found_by[i] = hit.found_by or None
                 if hit.value is not None:
                     table.values[i] = hit.value
                 return
@@ -315,6 +339,7 @@ class FaceFeatures:
             table.status[i], table.errors[i] = "error", str(exc)
             return
         table.status[i], table.boxes[i] = entry.status, entry.box
+        table.found_by[i] = entry.found_by or None
         if entry.status == "ok":
             pending.append((i, fkey, entry, self.embedder.align(image, entry.landmarks)))
 
@@ -373,6 +398,25 @@ class FaceFeatures:
         if self.cache and "error" not in status:  # a table with unreadable files is not worth keeping
             _write_table(key, table)
         return table
+
+
+def face_finder(detector: Detector, crop: CropMode = DEFAULT_CROP, device: object = None) -> FaceFinder:
+    """``detector`` under the face-finding policy ``crop`` (a :class:`FaceFinder` is re-wrapped with
+    the new mode). ``auto`` and ``whole`` need MTCNN's O-Net: an MTCNN detector's own, else the
+    registry's ``mtcnn`` entry is loaded for it."""
+    check_crop(crop)
+    if isinstance(detector, FaceFinder):
+        if detector.crop == crop:
+            return detector
+        detector, onet = detector.detector, detector.onet
+    else:
+        onet = getattr(detector, "onet", None)
+    if onet is None and crop != "detect":
+        from facestyle.models.builders import mtcnn_nets
+        from facestyle.models.registry import MTCNN
+
+        onet = mtcnn_nets(MTCNN, device or getattr(detector, "device", None))[2]
+    return FaceFinder(detector, onet, crop)
 
 
 def _list_digest(paths: Sequence[Path]) -> str:
