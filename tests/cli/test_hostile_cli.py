@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from made_files import header_only_png
 from PIL import Image
+from read_only import read_only_view
 
 from facestyle.errors import (
     EXIT_BAD_INPUT,
@@ -143,26 +144,8 @@ def work(template: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def read_only_work(work: Path) -> Iterator[tuple[Path, str]]:
     """``work`` made read-only: (path to use, how)."""
-    if os.geteuid() == 0:
-        view = work.parent / "mounted"
-        view.mkdir()
-        subprocess.run(["mount", "--bind", str(work), str(view)], check=True)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
-        how = "read-only bind mount (running as root)"
-    else:
-        view = work
-        for folder in (work, work / "gallery"):
-            folder.chmod(0o500)
-        how = "directories without write permission (not root)"
-    print(f"\nread-only storage: {how}")
-    try:
+    with read_only_view(work) as (view, how):
         yield view, how
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(view)], check=True)
-        else:
-            for folder in (work, work / "gallery"):
-                folder.chmod(0o700)
 
 
 def test_read_only_gallery_reads_and_refuses_writes(read_only_work: tuple[Path, str]) -> None:

@@ -8,7 +8,6 @@ directory's write permission removed; the test says which one ran (``-rs`` shows
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from enroll_worker import DIM, MODEL, vector_for
+from read_only import read_only_view
 from typer.testing import CliRunner
 
 from facestyle.cli import app
@@ -39,24 +39,8 @@ def read_only_gallery(tmp_path: Path, att_dir: Path):
     for name, photo in (("s1", att_dir / "s1" / "1.pgm"), ("s2", att_dir / "s2" / "1.pgm")):
         result = runner.invoke(app, ["enroll", name, str(photo), "--gallery", str(source)])
         assert result.exit_code == 0, result.output
-    if os.geteuid() == 0:
-        view = tmp_path / "mounted"
-        view.mkdir()
-        subprocess.run(["mount", "--bind", str(source), str(view)], check=True)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
-        how = "read-only bind mount (running as root)"
-    else:
-        view = source
-        view.chmod(0o500)
-        how = "directory without write permission (not root)"
-    print(f"\nread-only storage: {how}")
-    try:
+    with read_only_view(source) as (view, how):
         yield view, how
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(view)], check=True)
-        else:
-            view.chmod(0o700)
 
 
 def test_every_read_works_and_every_write_is_one_line(read_only_gallery, att_dir: Path) -> None:

@@ -28,3 +28,20 @@ def images(tmp_path_factory, shared_data):
     rgba = tmp / "rgba.png"
     Image.open(style).convert("RGBA").resize((50, 70)).save(rgba)
     return {"content": content, "style": style, "grey": grey, "rgba": rgba}
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """A Typer app holding only ``stylize`` (registered as the real app does), for CliRunner."""
+    import typer
+
+    from facestyle.cli.style import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # a group, so the command is invoked by name as in the real app
+        pass
+
+    register(app)
+    return app

@@ -114,22 +114,6 @@ def test_an_extractor_of_another_backbone_than_the_default_is_refused(images, ex
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture(scope="module")
-def cli():
-    import typer
-
-    from facestyle.cli.style import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
-
-
 def _run(cli, images, out, *flags):
     return CliRunner().invoke(
         cli, ["stylize", str(images["content"]), str(images["style"]), "-o", str(out), *flags]

@@ -6,26 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 import facestyle.style.transfer as transfer
 from facestyle.errors import EXIT_BAD_INPUT, EXIT_USAGE, EXIT_WEIGHTS_MISSING
-
-
-@pytest.fixture(scope="module")
-def cli():
-    from facestyle.cli.style import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:  # a group, so the command is invoked by name as in the real app
-        pass
-
-    register(app)
-    return app
 
 
 def _run(cli, images, out, *flags):
