@@ -69,13 +69,17 @@ WHOLE_FILL = 128
 #: and the landmarks it places are those of a face filling the frame (:func:`plausible_crop`).
 WHOLE_MIN_SCORE = 0.5
 #: Inter-ocular distance as a fraction of the image width for a plausible face crop (tight crops
-#: measure 0.3 to 0.6; a face the size of the whole image cannot have eyes 5% of its width apart).
-WHOLE_IOD_RANGE = (0.15, 0.9)
+#: measure 0.5 to 1.1; a face the size of the whole image cannot have eyes 5% of its width apart).
+WHOLE_IOD_RANGE = (0.15, 1.2)
+#: The eyes O-Net places must lie inside the image grown by this fraction of its size on each side (on
+#: the tightest crops, k = 1.2, O-Net puts an eye just past the edge in 4% of the photos).
+WHOLE_EYE_MARGIN = 0.15
 
 #: Everything above, for cache keys: a change of policy never serves vectors found the old way.
 POLICY_VERSION = (
     f"find1:cut{CUT_OVERHANG}:pad{PAD_FRACTION}/{PAD_FILL}/fill{PADDED_MIN_FILL}:"
-    f"whole{WHOLE_BOX}/{WHOLE_FILL}/{WHOLE_MIN_SCORE}/{WHOLE_IOD_RANGE[0]}-{WHOLE_IOD_RANGE[1]}"
+    f"whole{WHOLE_BOX}/{WHOLE_FILL}/{WHOLE_MIN_SCORE}/{WHOLE_IOD_RANGE[0]}-{WHOLE_IOD_RANGE[1]}/"
+    f"{WHOLE_EYE_MARGIN}"
 )
 
 
@@ -86,14 +90,25 @@ def check_crop(crop: object) -> CropMode:
     return crop  # type: ignore[return-value]
 
 
-def pad_image(image: np.ndarray, fraction: float, fill: int) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` with a constant ``fill`` border of ``fraction`` of each side on each side, and the
-    ``(x, y)`` offset of the original's top-left corner in the copy."""
+#: Borders a padded copy can have: a constant grey level (0 is black), or ``edge`` (the border pixels
+#: repeated) or ``reflect`` (the image mirrored at its border).
+PAD_MODES = ("edge", "reflect")
+
+
+def pad_image(image: np.ndarray, fraction: float, fill: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` with a border of ``fraction`` of each side on each side, and the ``(x, y)`` offset of
+    the original's top-left corner in the copy. ``fill`` is a grey level (0-255) or one of
+    :data:`PAD_MODES`."""
     h, w = image.shape[:2]
     py, px = round(h * fraction), round(w * fraction)
-    out = np.full((h + 2 * py, w + 2 * px, image.shape[2]), fill, dtype=np.uint8)
-    out[py : py + h, px : px + w] = image
-    return out, np.array([px, py], dtype=np.float32)
+    widths = ((py, py), (px, px), (0, 0))
+    if isinstance(fill, str):
+        if fill not in PAD_MODES:
+            raise ParameterError("{fill} is not a border; use a grey level, edge or reflect", fill=fill)
+        out = np.pad(image, widths, mode="edge" if fill == "edge" else "reflect")
+    else:
+        out = np.pad(image, widths, mode="constant", constant_values=int(fill))
+    return np.ascontiguousarray(out, dtype=np.uint8), np.array([px, py], dtype=np.float32)
 
 
 def whole_face(image: np.ndarray, onet: nn.Module) -> Face:
@@ -128,14 +143,15 @@ def overhang(face: Face, image_shape: tuple[int, ...]) -> float:
 
 def plausible_crop(face: Face, image_shape: tuple[int, ...]) -> bool:
     """Does a ``whole`` face look like a face crop: O-Net's probability at least
-    :data:`WHOLE_MIN_SCORE`, both eyes inside the image and above the mouth, and an inter-ocular
-    distance in :data:`WHOLE_IOD_RANGE` of the image width?"""
+    :data:`WHOLE_MIN_SCORE`, both eyes inside the image (give or take :data:`WHOLE_EYE_MARGIN`) and
+    above the mouth, and an inter-ocular distance in :data:`WHOLE_IOD_RANGE` of the image width?"""
     if face.score < WHOLE_MIN_SCORE or face.landmarks is None:
         return False
     h, w = image_shape[:2]
     marks = np.asarray(face.landmarks, dtype=np.float64)
     eyes, mouth = marks[:2], marks[3:]
-    inside = bool(((eyes >= 0) & (eyes <= [w, h])).all())
+    margin = WHOLE_EYE_MARGIN * np.array([w, h])
+    inside = bool(((eyes >= -margin) & (eyes <= np.array([w, h]) + margin)).all())
     upright = bool(eyes[:, 1].max() < mouth[:, 1].min() and eyes[0, 0] < eyes[1, 0])
     iod = float(np.linalg.norm(eyes[1] - eyes[0])) / max(w, 1)
     return inside and upright and WHOLE_IOD_RANGE[0] <= iod <= WHOLE_IOD_RANGE[1]
@@ -147,10 +163,23 @@ class FaceFinder:
     ``detector`` finds faces in scenes; ``onet`` is MTCNN's O-Net, which places landmarks on a whole
     image (``whole`` and ``auto`` need it; an MTCNN detector's own O-Net is used when none is given).
     ``crop`` is one of :data:`CROP_MODES`. Faces come largest first and say how they were found.
+    ``pad_fill`` and ``pad_fraction`` set the padded re-detection's border (for measuring others: the
+    defaults are the measured choice).
     """
 
-    def __init__(self, detector: Detector, onet: nn.Module | None = None, crop: CropMode = DEFAULT_CROP):
+    def __init__(
+        self,
+        detector: Detector,
+        onet: nn.Module | None = None,
+        crop: CropMode = DEFAULT_CROP,
+        *,
+        pad_fill: int | str = PAD_FILL,
+        pad_fraction: float = PAD_FRACTION,
+    ):
         self.crop = check_crop(crop)
+        pad_image(np.zeros((1, 1, 3), np.uint8), 0.0, pad_fill)  # validates the border
+        self.pad_fill = pad_fill
+        self.pad_fraction = pad_fraction
         self.detector = detector
         self.onet = onet if onet is not None else getattr(detector, "onet", None)
         if self.onet is None and crop != "detect":
@@ -167,7 +196,7 @@ class FaceFinder:
         faces = self.detector.detect(image)
         if self.crop == "detect" or (faces and overhang(faces[0], image.shape) < CUT_OVERHANG):
             return faces
-        again = self._padded(image)
+        again = self.padded(image)
         if again:
             return again
         face = whole_face(image, self.onet)
@@ -176,9 +205,9 @@ class FaceFinder:
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
         return [self.detect(image) for image in images]
 
-    def _padded(self, image: np.ndarray) -> list[Face]:
-        """Faces the detector finds on a black-padded copy that fill the frame, in image coordinates."""
-        padded, off = pad_image(image, PAD_FRACTION, PAD_FILL)
+    def padded(self, image: np.ndarray) -> list[Face]:
+        """Faces the detector finds on a padded copy that fill the frame, in image coordinates."""
+        padded, off = pad_image(image, self.pad_fraction, self.pad_fill)
         shift = np.concatenate([off, off])
         width = image.shape[1]
         out = []
