@@ -60,11 +60,15 @@ class Comparison:
     model: str
     image1: str = ""
     image2: str = ""
+    found_by1: str = "detector"  # how each image's face was found (Face.found_by)
+    found_by2: str = "detector"
 
     def to_dict(self) -> dict:
         return {
             "image1": self.image1,
             "image2": self.image2,
+            "found_by1": self.found_by1,
+            "found_by2": self.found_by2,
             "model": self.model,
             "similarity": round(self.similarity, 6),
             "threshold": self.threshold,
@@ -284,7 +288,15 @@ def compare(
         raise combine(errors)
     similarity = float(pipe.embedder.score_pairs(faces[0].embedding[None], faces[1].embedding[None])[0])
     t = threshold if threshold is not None else pipe.embedder.default_threshold
-    return Comparison(similarity, t, None if t is None else similarity >= t, pipe.model_name, *labels)
+    return Comparison(
+        similarity,
+        t,
+        None if t is None else similarity >= t,
+        pipe.model_name,
+        *labels,
+        found_by1=faces[0].found_by,
+        found_by2=faces[1].found_by,
+    )
 
 
 def face_embeddings(image: ImageLike, model: str = "dlib-resnet-v1") -> np.ndarray:

@@ -37,6 +37,13 @@ STATE: dict[str, bool] = {"debug": bool(os.environ.get("FACESTYLE_DEBUG")), "qui
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or notes on stderr.")
+CropOpt = typer.Option(
+    "auto",
+    "--crop",
+    help="How faces are found: auto (detect; if nothing, a padded copy; if still nothing, the whole image "
+    "as the face where it looks like one), detect (the detector alone) or whole (each image is one face). "
+    "Landmarks are always placed by a model.",
+)
 
 
 def _default(obj: Any) -> Any:

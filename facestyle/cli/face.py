@@ -8,6 +8,7 @@ import typer
 
 from facestyle.cli._common import (
     STATUS_EXIT,
+    CropOpt,
     JsonOpt,
     QuietOpt,
     checked_threshold,
@@ -38,19 +39,22 @@ def detect(
         help="Write a copy with boxes and landmarks (one image).",
         readable=False,
     ),
-    crop: Path | None = typer.Option(
-        None, "--crop", help="Write aligned face chips into this folder.", readable=False
+    chips: Path | None = typer.Option(
+        None, "--chips", help="Write aligned face chips into this folder (was --crop DIR).", readable=False
     ),
-    model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Chip geometry used by --crop."),
+    crop: str = CropOpt,
+    model: str = typer.Option("dlib-resnet-v1", "--model", "-m", help="Chip geometry used by --chips."),
     overwrite: bool = OverwriteOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Find faces: box, score and five landmarks per face."""
+    """Find faces: box, score, five landmarks and how it was found (found_by) per face."""
     with user_errors():
         from facestyle.api import ImageResult
-        from facestyle.errors import FacestyleError, UsageError
+        from facestyle.detect.finding import CROP_MODES
+        from facestyle.embed.features import face_finder
+        from facestyle.errors import FacestyleError, ParameterError, UsageError
         from facestyle.io.files import check_output_folder, check_output_path
         from facestyle.io.images import IMAGE_FORMATS, load_image
         from facestyle.models.registry import detector as make_detector
@@ -61,9 +65,15 @@ def detect(
             check_output_path(
                 draw, param="draw", inputs=images, overwrite=overwrite, suffixes=list(IMAGE_FORMATS)
             )
-        if crop is not None:
-            check_output_folder(crop, param="crop")
-        det = make_detector(detector, device=device)
+        if crop not in CROP_MODES:  # --crop DIR wrote chips before --crop took a mode
+            raise ParameterError(
+                "{crop} is not a mode; use detect, auto or whole (aligned chips: {chips} DIR)",
+                crop=crop,
+                chips=True,
+            )
+        if chips is not None:
+            check_output_folder(chips, param="chips")
+        det = face_finder(make_detector(detector, device=device), crop, device)  # type: ignore[arg-type]
         results: list[ImageResult] = []
         for path in progress(images, total=len(images), label="detect", quiet=quiet or json):
             try:
@@ -78,10 +88,10 @@ def detect(
                 from facestyle.io.images import save_image
 
                 save_image(draw, draw_faces(image, faces))
-            if crop is not None:
+            if chips is not None:
                 from facestyle.api import save_face_chips
 
-                save_face_chips(image, faces, crop, stem=Path(path).stem, model=model)
+                save_face_chips(image, faces, chips, stem=Path(path).stem, model=model)
             results.append(ImageResult(str(path), "ok" if faces else "no_face", faces))
         if json:
             docs = [r.to_dict(embedding=False) for r in results]
@@ -94,7 +104,8 @@ def detect(
                     continue
                 for i, f in enumerate(r.faces):
                     box = ", ".join(f"{v:.0f}" for v in f.box)
-                    out.print(f"{r.path}: face {i + 1} box=({box}) score={f.score:.3f}")
+                    by = "" if f.found_by == "detector" else f" found_by={f.found_by}"
+                    out.print(f"{r.path}: face {i + 1} box=({box}) score={f.score:.3f}{by}")
         raise typer.Exit(worst_exit(STATUS_EXIT[r.status] for r in results))
 
 
@@ -104,6 +115,7 @@ def embed(
     ),
     model: str = ModelOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     aligned: bool = typer.Option(
         False, "--aligned", help="Inputs are already aligned chips of the model's size."
     ),
@@ -126,7 +138,7 @@ def embed(
 
         if out_file is not None:
             check_output_path(out_file, param="out", inputs=images, overwrite=overwrite, suffixes=[".npy"])
-        pipe = FacePipeline(model, detector, device=device)
+        pipe = FacePipeline(model, detector, device=device, crop=crop)  # type: ignore[arg-type]
         results = list(
             progress(
                 pipe.embed_files(images, aligned=aligned),
@@ -159,6 +171,7 @@ def compare(
     image2: Path = typer.Argument(..., help="Second image.", readable=False),
     model: str = ModelOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     threshold: float | None = typer.Option(
         None, "--threshold", "-t", help="Cosine threshold (default: the model's measured one)."
     ),
@@ -171,7 +184,7 @@ def compare(
         from facestyle.api import compare as compare_images
 
         threshold = checked_threshold(threshold)
-        pipe = FacePipeline(model, detector, device=device)
+        pipe = FacePipeline(model, detector, device=device, crop=crop)  # type: ignore[arg-type]
         result = compare_images(image1, image2, pipeline=pipe, threshold=threshold)
         if json:
             print_json(result.to_dict())

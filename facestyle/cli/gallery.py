@@ -14,6 +14,7 @@ import typer
 
 from facestyle.cli._common import (
     STATUS_EXIT,
+    CropOpt,
     JsonOpt,
     QuietOpt,
     checked_threshold,
@@ -54,7 +55,14 @@ ThresholdOpt = typer.Option(
 )
 
 
-def _open_for_photos(gallery: Path | None, model: str | None, detector: str, device: str | None, write: bool):
+def _open_for_photos(
+    gallery: Path | None,
+    model: str | None,
+    detector: str,
+    device: str | None,
+    write: bool,
+    crop: str = "auto",
+):
     """The gallery with a face pipeline on its own model (a different --model is refused first).
     Reads (verify, identify) open it read-only: they work on read-only storage and take no lock."""
     from facestyle.gallery.faces import open_for_photos
@@ -64,6 +72,7 @@ def _open_for_photos(gallery: Path | None, model: str | None, detector: str, dev
         model=model,
         detector=detector,
         device=device,
+        crop=crop,
         create=write,
         read_only=not write,
         autosave=False,
@@ -108,6 +117,7 @@ def enroll(
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -121,7 +131,7 @@ def enroll(
         from facestyle.gallery.results import ImageAnswer
 
         codes: list[int] = []
-        with _open_for_photos(gallery, model, detector, device, write=True) as g:
+        with _open_for_photos(gallery, model, detector, device, write=True, crop=crop) as g:
             g.check_enroll(name, new=new, add=add)  # before any photo is read
             for path in progress(images, total=len(images), label="enroll", quiet=quiet or json):
                 try:
@@ -155,13 +165,14 @@ def verify(
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
 ) -> None:
     """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
     with user_errors():
         threshold = checked_threshold(threshold)
-        with _open_for_photos(gallery, model, detector, device, write=False) as g:
+        with _open_for_photos(gallery, model, detector, device, write=False, crop=crop) as g:
             answer = g.verify_image(name, image, threshold=threshold)
         if json:
             print_json(answer.to_dict())
@@ -183,6 +194,7 @@ def identify(
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -191,7 +203,7 @@ def identify(
     with user_errors():
         threshold = checked_threshold(threshold)
         codes: list[int] = []
-        with _open_for_photos(gallery, model, detector, device, write=False) as g:
+        with _open_for_photos(gallery, model, detector, device, write=False, crop=crop) as g:
             answers = g.identify_images(images, top_k=top_k, threshold=threshold)
             for answer in progress(answers, total=len(images), label="identify", quiet=quiet or json):
                 code = STATUS_EXIT[answer.status]
@@ -232,7 +244,8 @@ def list_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
 def show_cmd(
     name: str = typer.Argument(...), gallery: Path | None = GalleryOpt, json: bool = JsonOpt
 ) -> None:
-    """One identity: its templates with source file name, image SHA-256, detector, box and date."""
+    """One identity: its templates with source file name, image SHA-256, detector (and how the face was
+    found), box and date."""
     with user_errors(), _open(gallery) as g:
         info = g.show(name)
         data = {**info.to_dict(), "model": g.model}
@@ -242,9 +255,9 @@ def show_cmd(
             out.print(f"{data['name']}: {len(data['templates'])} template(s), model {data['model']}")
             for t in data["templates"]:
                 sha = (t["image_sha256"] or "")[:12]
-                out.print(
-                    f"  #{t['id']} {t['source'] or '-'} sha256:{sha} {t['detector'] or '-'} {t['created']}"
-                )
+                found = f" ({t['found_by']})" if t["found_by"] not in (None, "detector") else ""
+                how = f"{t['detector'] or '-'}{found}"
+                out.print(f"  #{t['id']} {t['source'] or '-'} sha256:{sha} {how} {t['created']}")
 
 
 @gallery_app.command("remove")

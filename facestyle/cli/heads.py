@@ -12,6 +12,7 @@ import typer
 
 from facestyle.cli._common import (
     STATUS_EXIT,
+    CropOpt,
     JsonOpt,
     QuietOpt,
     err,
@@ -51,11 +52,12 @@ def classify_train(
         "backbone (mobilenet-v2-imagenet, vgg16-hed, vgg19-imagenet; vgg19-random is untrained).",
     ),
     detector: str = typer.Option("mtcnn", "--detector", "-d", help="Face backbones: mtcnn or haar."),
+    crop: str = CropOpt,
     no_face: str = typer.Option(
         "skip",
         "--no-face",
-        help="Face backbones, image without a detected face: skip it, or use the whole "
-        "image as the face (tight crops such as AT&T).",
+        help="Old name: --no-face whole is --crop auto (the whole image is used only where it looks "
+        "like a face, with landmarks found by a model); skip is the default.",
     ),
     hidden: int = typer.Option(0, "--hidden", help="0: linear head; N: one hidden layer of N units."),
     dropout: float = typer.Option(0.0, "--dropout"),
@@ -105,6 +107,7 @@ def classify_train(
             backbone,
             detector=detector,
             no_face=no_face,  # type: ignore[arg-type]
+            crop=crop,  # type: ignore[arg-type]
             options=ClassifierOptions(hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, seed=seed),
             test_fraction=test_fraction,
             train_per_class=train_per_class,

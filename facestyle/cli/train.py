@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from facestyle.cli._common import JsonOpt, QuietOpt, err, note, out, print_json, progress_fn, user_errors
+from facestyle.cli._common import (
+    CropOpt,
+    JsonOpt,
+    QuietOpt,
+    err,
+    note,
+    out,
+    print_json,
+    progress_fn,
+    user_errors,
+)
 
 ModelOpt = typer.Option("dlib-resnet-v1", "--model", "-m", help="Embedder name (or a checkpoint file).")
 CheckpointOpt = typer.Option(
@@ -18,13 +28,13 @@ DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA w
 eval_app = typer.Typer(help="Measure accuracy with standard protocols.", no_args_is_help=True)
 
 
-def _features(model: str, checkpoint: Path | None, detector: str, device: str | None):
-    """The feature service evaluation and training use: each photo's central face (LFW protocol)."""
+def _features(model: str, checkpoint: Path | None, detector: str, device: str | None, crop: str = "auto"):
+    """The feature service evaluation and training use: each photo's central face (LFW protocol),
+    found under the ``crop`` policy."""
     from facestyle.api import FacePipeline
 
-    return FacePipeline(str(checkpoint) if checkpoint else model, detector, device=device).features(
-        face="central"
-    )
+    name = str(checkpoint) if checkpoint else model
+    return FacePipeline(name, detector, device=device, crop=crop).features(face="central")  # type: ignore[arg-type]
 
 
 def _pct(x: float) -> str:
@@ -46,6 +56,7 @@ def eval_pairs(
     model: str = ModelOpt,
     checkpoint: Path | None = CheckpointOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     plot: Path | None = typer.Option(None, "--plot", help="Write the ROC curve to this PNG.", readable=False),
     json: bool = JsonOpt,
@@ -59,7 +70,7 @@ def eval_pairs(
         pairs = read_pairs(pairs_file, images_dir)
         for w in pairs.warnings:
             note(f"warning: {w}")
-        ex = _features(model, checkpoint, detector, device)
+        ex = _features(model, checkpoint, detector, device, crop)
         report = evaluate_pairs(pairs, ex, progress_fn(quiet or json))
         if plot is not None:
             from facestyle.eval.metrics import roc_curve
@@ -113,6 +124,7 @@ def eval_identify(
     model: str = ModelOpt,
     checkpoint: Path | None = CheckpointOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     far: list[float] = typer.Option([1e-2, 1e-1], "--far", help="False-alarm rates for open-set figures."),
     json: bool = JsonOpt,
@@ -122,7 +134,7 @@ def eval_identify(
     with user_errors():
         from facestyle.eval.identify_eval import evaluate_identification
 
-        ex = _features(model, checkpoint, detector, device)
+        ex = _features(model, checkpoint, detector, device, crop)
         rep = evaluate_identification(gallery_dir, probe_dir, ex, tuple(far), progress_fn(quiet or json))
         if json:
             print_json(rep.to_dict())
@@ -163,6 +175,7 @@ def calibrate_cmd(
     ),
     checkpoint: Path | None = CheckpointOpt,
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     store: bool = typer.Option(True, "--store/--no-store", help="Save the threshold in the gallery."),
     json: bool = JsonOpt,
@@ -184,7 +197,7 @@ def calibrate_cmd(
         # Storing needs the gallery's own model (another is refused before anything loads); with
         # --no-store any model may be calibrated without touching the gallery.
         name = model_for(gpath, requested) if store else (requested or bound_model(gpath) or DEFAULT_MODEL)
-        pipe = FacePipeline(name, detector, device=device)
+        pipe = FacePipeline(name, detector, device=device, crop=crop)  # type: ignore[arg-type]
         cal = calibrate(source, pipe.features(face="central"), far, images, progress_fn(quiet or json))
         stored = None
         if store and has_gallery:
@@ -236,6 +249,7 @@ def train_cmd(
     ),
     seed: int = typer.Option(0, "--seed"),
     detector: str = DetectorOpt,
+    crop: str = CropOpt,
     device: str | None = DeviceOpt,
     plot: Path | None = typer.Option(
         None, "--plot", help="Write the loss/accuracy curves to this PNG.", readable=False
@@ -270,7 +284,7 @@ def train_cmd(
             tap="fc" if last_layer else "",
         )
         opts.validate()
-        ex = _features(model, None, detector, device)
+        ex = _features(model, None, detector, device, crop)
         quiet_all = quiet or json
 
         def on_epoch(rec) -> None:

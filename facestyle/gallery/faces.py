@@ -21,6 +21,7 @@ from typing import Any
 
 from facestyle.api import FacePipeline
 from facestyle.detect.faces import Detector
+from facestyle.detect.finding import check_crop
 from facestyle.gallery.gallery import (
     Gallery,
     bound_model,
@@ -65,6 +66,7 @@ def open_for_photos(
     model: str | os.PathLike[str] | None = None,
     detector: str | os.PathLike[str] | Detector = "mtcnn",
     device: str | None = None,
+    crop: str = "auto",
     create: bool = True,
     read_only: bool = False,
     **kwargs: Any,
@@ -73,11 +75,13 @@ def open_for_photos(
     chosen by :func:`model_for`, ready for ``enroll_image``, ``verify_image`` and ``identify_image(s)``.
 
     A missing gallery (without ``create``, or ``read_only``) and a refused ``model`` fail before any
-    network is loaded. ``kwargs`` go to :meth:`Gallery.open` (``autosave``, ``default_threshold``,
-    ``on_note``).
+    network is loaded. ``crop`` is the pipeline's face-finding policy (``detect``, ``auto`` or
+    ``whole``: :class:`~facestyle.api.FacePipeline`). ``kwargs`` go to :meth:`Gallery.open`
+    (``autosave``, ``default_threshold``, ``on_note``).
     """
     gpath = resolve_gallery_path(path)
     if (read_only or not create) and not gallery_exists(gpath):
         raise no_gallery_here(gpath)
-    pipeline = FacePipeline(model_for(gpath, model), detector, device=device)
+    check_crop(crop)
+    pipeline = FacePipeline(model_for(gpath, model), detector, device=device, crop=crop)  # type: ignore[arg-type]
     return Gallery.open(gpath, pipeline=pipeline, create=create, read_only=read_only, **kwargs)

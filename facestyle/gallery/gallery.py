@@ -585,6 +585,7 @@ class Gallery(PhotoMethods):
         source: str | None = None,
         detector: str | None = None,
         boxes: Sequence[Sequence[float]] | None = None,
+        found_by: str | None = None,
     ) -> EnrollResult:
         """Add one or more templates (rows of ``embeddings``) for ``name``, creating it if new.
 
@@ -597,6 +598,8 @@ class Gallery(PhotoMethods):
 
         All rows are committed together. With ``image_sha256``, enrolling the same image for the same
         name again adds nothing (``duplicate=True``), so re-running an interrupted batch is safe.
+        ``source``, ``detector``, ``boxes`` and ``found_by`` (how the face was found: ``detector``,
+        ``padded`` or ``whole``) are kept with each template for ``gallery show``.
         """
         name = self.check_enroll(name, new=new, add=add)
         dim = self._bound_dim()
@@ -617,6 +620,7 @@ class Gallery(PhotoMethods):
                 store.add_template(
                     conn, ident, v, now, image_sha256, source, detector,
                     None if boxes is None else json.dumps([round(float(b), 2) for b in boxes[i]]),
+                    found_by,
                 )
                 for i, v in enumerate(vecs)
             )  # fmt: skip

@@ -130,6 +130,7 @@ class PhotoMethods:
             image_sha256=file_sha256(image) if is_file else None,  # type: ignore[arg-type]
             source=Path(image).name if is_file else None,  # type: ignore[arg-type]
             detector=getattr(pipe.detector, "name", None),
+            found_by=face.found_by,
             boxes=[face.box],
         )
         return Enrollment(

@@ -86,6 +86,7 @@ class FaceMatch:
     def to_dict(self) -> dict:
         return {
             "box": self.face.to_dict(embedding=False)["box"],
+            "found_by": self.face.found_by,
             "identity": self.identity,
             "score": _score(self.score),
             "candidates": [c.to_dict() for c in self.candidates],

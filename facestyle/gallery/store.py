@@ -33,7 +33,10 @@ import numpy as np
 
 from facestyle.errors import GalleryError, UsageError
 
-SCHEMA_VERSION = 1
+#: 2 (issue 20): templates record how their face was found (``found_by``). A version-1 gallery is
+#: read as it is (``found_by`` unknown) and upgraded in place when opened for writing (one added column).
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_NAME_LENGTH = 200
 
 _SCHEMA = """
@@ -55,7 +58,8 @@ CREATE TABLE IF NOT EXISTS templates (
     source       TEXT,
     detector     TEXT,
     box          TEXT,
-    created_at   REAL NOT NULL
+    created_at   REAL NOT NULL,
+    found_by     TEXT
 );
 CREATE INDEX IF NOT EXISTS templates_identity ON templates(identity_id);
 """
@@ -71,6 +75,7 @@ class TemplateInfo:
     detector: str | None
     box: str | None
     created_at: float
+    found_by: str | None = None  # detector | padded | whole; None for templates from before issue 20
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +83,7 @@ class TemplateInfo:
             "source": self.source,
             "image_sha256": self.image_sha256,
             "detector": self.detector,
+            "found_by": self.found_by,
             "box": None if self.box is None else json.loads(self.box),
             "created": iso_time(self.created_at),
         }
@@ -198,10 +204,33 @@ class Store:
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{path}: not a readable gallery database ({exc})") from None
-        if version is None or int(version) != SCHEMA_VERSION:
+        if version is None or int(version) not in READABLE_VERSIONS:
             raise GalleryError(
-                f"{path}: gallery schema version {version}, this facestyle reads {SCHEMA_VERSION}"
+                f"{path}: gallery schema version {version}, this facestyle reads "
+                + " and ".join(str(v) for v in READABLE_VERSIONS)
             )
+        if int(version) < SCHEMA_VERSION and not read_only:
+            self._upgrade(int(version))
+        self.has_found_by = self._columns("templates").__contains__("found_by")
+
+    def _columns(self, table: str) -> set[str]:
+        return {str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})")}
+
+    def _upgrade(self, version: int) -> None:
+        """Version 1 -> 2: the ``found_by`` column of templates, in one transaction (two processes
+        upgrading at once agree: the second finds the column and only sets the version)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2 and "found_by" not in self._columns("templates"):
+                self.conn.execute("ALTER TABLE templates ADD COLUMN found_by TEXT")
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
 
     def _has_schema(self) -> bool:
         row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
@@ -304,11 +333,12 @@ class Store:
         source: str | None = None,
         detector: str | None = None,
         box: str | None = None,
+        found_by: str | None = None,
     ) -> int:
         cur = conn.execute(
-            "INSERT INTO templates(identity_id, embedding, image_sha256, source, detector, box, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (identity_id, _as_blob(vector), image_sha256, source, detector, box, now),
+            "INSERT INTO templates(identity_id, embedding, image_sha256, source, detector, box, created_at,"
+            " found_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (identity_id, _as_blob(vector), image_sha256, source, detector, box, now, found_by),
         )
         return int(cur.lastrowid)
 
@@ -390,10 +420,11 @@ class Store:
         if row is None:
             return None
         templates = tuple(
-            TemplateInfo(int(t[0]), t[1], t[2], t[3], t[4], float(t[5]))
+            TemplateInfo(int(t[0]), t[1], t[2], t[3], t[4], float(t[5]), t[6])
             for t in self.conn.execute(
-                "SELECT id, image_sha256, source, detector, box, created_at FROM templates"
-                " WHERE identity_id = ? ORDER BY id",
+                "SELECT id, image_sha256, source, detector, box, created_at, "
+                + ("found_by" if self.has_found_by else "NULL")
+                + " FROM templates WHERE identity_id = ? ORDER BY id",
                 (row[0],),
             )
         )

@@ -105,13 +105,15 @@ def choose_backbone(
     backbone: str | None = None,
     *,
     detector: str = "mtcnn",
+    crop: str = "auto",
     fine_tune_epochs: int = 0,
     device: str | None = None,
     progress: Progress = no_progress,
 ) -> BackboneChoice:
     """The backbone for a data set of ``paths``: ``backbone`` itself when one is named; otherwise the
     face embedder when more than half of a sample of the images show one dominant face (found by
-    ``detector``), else the ImageNet backbone. Fine-tuning exists only for the face embedder, so
+    ``detector`` under the face-finding policy ``crop``, so a data set of tight face crops counts as
+    faces), else the ImageNet backbone. Fine-tuning exists only for the face embedder, so
     ``fine_tune_epochs`` > 0 chooses it without probing."""
     if not is_auto(backbone):
         return BackboneChoice(str(backbone), "named by the caller", auto=False)
@@ -119,10 +121,11 @@ def choose_backbone(
         return BackboneChoice(
             FACE_BACKBONE, f"fine-tuning trains the last stage of {FACE_BACKBONE}", auto=True
         )
+    from facestyle.embed.features import face_finder
     from facestyle.io.images import load_image
     from facestyle.models.registry import detector as make_detector
 
-    finder = make_detector(detector, device)
+    finder = face_finder(make_detector(detector, device), crop, device)  # type: ignore[arg-type]
     sample = probe_sample(paths)
     probed = one_face = 0
     for path in progress(sample, len(sample), "looking for faces"):
@@ -137,4 +140,4 @@ def choose_backbone(
         name, why = FACE_BACKBONE, f"{counts}: faces, so the face embedder on each photo's largest face"
     else:
         name, why = IMAGE_BACKBONE, f"{counts}: not a face data set, so ImageNet features of the whole image"
-    return BackboneChoice(name, f"auto: {why}", True, probed, one_face, finder.name)
+    return BackboneChoice(name, f"auto: {why}", True, probed, one_face, finder.detector.name)

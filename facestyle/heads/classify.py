@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from facestyle.checks import check_optimiser, check_top_k, require
+from facestyle.detect.finding import DEFAULT_CROP, CropMode, check_crop
 from facestyle.embed.features import (
     NO_FACE_POLICIES,
     FaceFeatures,
@@ -123,12 +124,14 @@ def feature_source(
     *,
     detector: str = "mtcnn",
     no_face: NoFacePolicy = "skip",
+    crop: CropMode = DEFAULT_CROP,
     device: str | None = None,
     cache: bool = True,
 ) -> FeatureSource:
     """The feature service for a registered model: face embedders (``dlib-resnet-v1``, ...) embed each
     photo's largest face; image backbones (``mobilenet-v2-imagenet``, ``vgg16-hed``, ...) pool the whole
-    image at their ``feature_tap`` (:data:`POOLING`). Every network comes from the registry."""
+    image at their ``feature_tap`` (:data:`POOLING`). Every network comes from the registry. Faces are
+    found under the face-finding policy ``crop`` (``no_face="whole"``: its old alias of ``auto``)."""
     from facestyle.embed.loader import load_embedder
     from facestyle.models.registry import detector as make_detector
     from facestyle.models.registry import get_model
@@ -137,7 +140,7 @@ def feature_source(
     if spec.kind == "embedder":
         finder = make_detector(detector, device)
         return FaceFeatures(
-            load_embedder(backbone, device), finder, face="largest", no_face=no_face, cache=cache
+            load_embedder(backbone, device), finder, face="largest", crop=crop, no_face=no_face, cache=cache
         )
     if spec.build_extractor is None:
         raise ParameterError("{backbone} is a " + spec.kind + ", not a backbone", backbone=backbone)
@@ -154,6 +157,7 @@ def source_config(source: FeatureSource) -> dict:
             "kind": "face",
             "detector": source.detector.name,
             "no_face": source.no_face,
+            "crop": source.crop,
         }
     return {
         "name": source.name,
@@ -170,7 +174,12 @@ def source_from_config(config: dict, device: str | None = None, cache: bool = Fa
     poolings were chosen per backbone used standardised mean+max)."""
     if config.get("kind") == "face":
         return feature_source(
-            config["name"], detector=config["detector"], no_face=config["no_face"], device=device, cache=cache
+            config["name"],
+            detector=config["detector"],
+            no_face=config["no_face"],
+            crop=config.get("crop", DEFAULT_CROP),  # head files before issue 20 have none
+            device=device,
+            cache=cache,
         )
     if config.get("kind") == "image":
         features = ImageFeatures(
@@ -488,6 +497,7 @@ class Classifier:
         *,
         detector: str = "mtcnn",
         no_face: NoFacePolicy = "skip",
+        crop: CropMode = DEFAULT_CROP,
         options: ClassifierOptions | None = None,
         test_fraction: float = 0.3,
         train_per_class: int | None = None,
@@ -501,7 +511,8 @@ class Classifier:
         the head and score it on the held-out part.
 
         ``backbone``: a face embedder (``dlib-resnet-v1``, ``facenet-vggface2``: each photo's largest
-        face found by ``detector``; ``no_face="whole"`` uses the whole image where none is found), an
+        face found by ``detector`` under the face-finding policy ``crop``: ``detect``, ``auto`` or
+        ``whole``; ``no_face="whole"`` is the old name of ``crop="auto"``), an
         image backbone (``mobilenet-v2-imagenet``, ``vgg16-hed``: the whole image), or None (or
         ``"auto"``): the face embedder when most of a sample of the images show one dominant face,
         else ``mobilenet-v2-imagenet`` (:func:`~facestyle.heads.backbones.choose_backbone`; the reason
@@ -516,6 +527,7 @@ class Classifier:
         cfg.validate()
         check_split(test_fraction, train_per_class)
         require(no_face in NO_FACE_POLICIES, "{no_face} is not a policy; use skip or whole", no_face=no_face)
+        check_crop(crop)
         require(
             fine_tune_epochs >= 0,
             "{fine_tune_epochs} must be 0 (no fine-tuning) or more",
@@ -533,11 +545,14 @@ class Classifier:
             data.paths,
             backbone,
             detector=detector,
+            crop=crop,
             fine_tune_epochs=fine_tune_epochs,
             device=device,
             progress=progress,
         )
-        source = feature_source(choice.name, detector=detector, no_face=no_face, device=device, cache=cache)
+        source = feature_source(
+            choice.name, detector=detector, no_face=no_face, crop=crop, device=device, cache=cache
+        )
         if fine_tune_epochs:
             table, acts = _chip_activations(source, data.paths, progress)  # type: ignore[arg-type]
         else:

@@ -201,8 +201,12 @@ def test_outputs_are_checked_before_the_work(work: Path) -> None:
     photo = "photos/s1_1.pgm"
     hostile(work, ["embed", photo, "--out", "missing/e.npy"], EXIT_BAD_INPUT,
             r"^error: missing: output directory does not exist$")  # fmt: skip
-    hostile(work, ["detect", photo, "--crop", "out/existing.npy"], EXIT_USAGE,
-            r"^error: --crop out/existing.npy is a file, not a folder")  # fmt: skip
+    hostile(work, ["detect", photo, "--chips", "out/existing.npy"], EXIT_USAGE,
+            r"^error: --chips out/existing.npy is a file, not a folder")  # fmt: skip
+    # --crop took a folder before it took a mode (issue 20): the error says where chips went
+    hostile(work, ["detect", photo, "--crop", "out/"], EXIT_USAGE,
+            r"^error: --crop out/ is not a mode; use detect, auto or whole "
+            r"\(aligned chips: --chips DIR\)$")  # fmt: skip
     hostile(work, ["detect", photo, "--draw", photo], EXIT_USAGE,
             r"^error: --draw photos/s1_1.pgm is one of the inputs")  # fmt: skip
     hostile(work, ["embed", photo, "--out", photo, "--overwrite"], EXIT_USAGE,

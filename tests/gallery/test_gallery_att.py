@@ -195,7 +195,7 @@ def test_cli_one_shot_enroll_verify_identify(att_dir: Path, att_embedded, tmp_pa
     assert [a["status"] for a in answers] == ["ok", "ok", "no_face", "error"]
     assert [a["faces"][0]["identity"] for a in answers[:2]] == ["s2", "s3"]
     assert len(answers[0]["faces"][0]["candidates"]) == 2
-    assert set(answers[0]["faces"][0]) == {"box", "identity", "score", "candidates"}
+    assert set(answers[0]["faces"][0]) == {"box", "found_by", "identity", "score", "candidates"}
     assert result.exit_code == EXIT_BAD_INPUT  # the batch went on; the worst problem sets the code
 
     stranger = run("identify", att_dir / "s9" / "3.pgm", *g, *t)

@@ -20,7 +20,7 @@ from facestyle.io.images import load_image
 REPO = Path(__file__).resolve().parents[2]
 THRESHOLD = 0.92  # AT&T's measured threshold (see test_gallery_att.py)
 
-FACE_KEYS = {"box", "identity", "score", "candidates"}
+FACE_KEYS = {"box", "found_by", "identity", "score", "candidates"}
 
 
 def _photo(att_dir: Path, subject: int, k: int) -> Path:
@@ -238,7 +238,7 @@ def test_open_for_photos_uses_the_gallerys_model(tmp_path: Path, monkeypatch: py
 
     asked: list[str] = []
 
-    def fake_pipeline(model, detector="mtcnn", device=None):
+    def fake_pipeline(model, detector="mtcnn", device=None, crop="auto"):
         asked.append(model)
         size = 512 if model == "facenet-vggface2" else 128
         embedder = SimpleNamespace(

@@ -163,6 +163,7 @@ def test_att_one_shot_accuracy(att_classifier: Classifier) -> None:
         "kind": "face",
         "detector": "mtcnn",
         "no_face": "skip",
+        "crop": "auto",
     }
 
 
