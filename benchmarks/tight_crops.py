@@ -25,8 +25,9 @@ Usage::
 
     python benchmarks/tight_crops.py [--data ../shared/data] [--pairs N] [--att-subjects N] [--json out.json]
 
-``--pairs 200 --att-subjects 10`` is a quick look; the full run (1000 pairs, 40 people) takes about
-40 minutes on 2 busy CPU cores.
+``--pairs 200 --att-subjects 10 --padding-photos 50`` is a quick look; the full run (1000 pairs, 40
+people, 300 photos per set for the borders table) takes about 13 minutes on 2 lightly loaded CPU cores
+and 29 on very busy ones. docs/face-finding.md has its table and what it means.
 """
 
 from __future__ import annotations
