@@ -47,6 +47,13 @@ ModelOpt = typer.Option(
 )
 DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
+StrangerRateOpt = typer.Option(
+    0.05,
+    "--stranger-rate",
+    help="Without --threshold or a stored one, the gallery sets its threshold from the scores between "
+    "its own identities, so that about this share of strangers is accepted per probe (never below the "
+    "model's threshold); 0 turns this off (docs/gallery.md).",
+)
 ThresholdOpt = typer.Option(
     None,
     "--threshold",
@@ -62,6 +69,7 @@ def _open_for_photos(
     device: str | None,
     write: bool,
     crop: str = "auto",
+    stranger_rate: float = 0.05,
 ):
     """The gallery with a face pipeline on its own model (a different --model is refused first).
     Reads (verify, identify) open it read-only: they work on read-only storage and take no lock."""
@@ -77,6 +85,7 @@ def _open_for_photos(
         read_only=not write,
         autosave=False,
         on_note=note,
+        stranger_rate=stranger_rate or None,
     )
 
 
@@ -162,6 +171,7 @@ def verify(
     name: str = typer.Argument(..., help="The claimed identity."),
     image: Path = typer.Argument(..., help="A photo (its largest face is checked).", readable=False),
     threshold: float | None = ThresholdOpt,
+    stranger_rate: float = StrangerRateOpt,
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
@@ -172,7 +182,7 @@ def verify(
     """1:1 check: is the face in IMAGE the enrolled NAME? Exit 0 match, 1 no match."""
     with user_errors():
         threshold = checked_threshold(threshold)
-        with _open_for_photos(gallery, model, detector, device, write=False, crop=crop) as g:
+        with _open_for_photos(gallery, model, detector, device, False, crop, stranger_rate) as g:
             answer = g.verify_image(name, image, threshold=threshold)
         if json:
             print_json(answer.to_dict())
@@ -180,7 +190,7 @@ def verify(
             verdict = "match" if answer.match else "no match"
             out.print(
                 f"{answer.image}: {verdict} for {answer.claimed!r}: similarity {answer.score:.4f} "
-                f"(threshold {answer.threshold})"
+                f"(threshold {answer.threshold:.4f}: {answer.threshold_source})"
             )
         raise typer.Exit(EXIT_OK if answer.match else EXIT_NO_MATCH)
 
@@ -191,6 +201,7 @@ def identify(
     ),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Candidates listed per face."),
     threshold: float | None = ThresholdOpt,
+    stranger_rate: float = StrangerRateOpt,
     gallery: Path | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
@@ -203,7 +214,7 @@ def identify(
     with user_errors():
         threshold = checked_threshold(threshold)
         codes: list[int] = []
-        with _open_for_photos(gallery, model, detector, device, write=False, crop=crop) as g:
+        with _open_for_photos(gallery, model, detector, device, False, crop, stranger_rate) as g:
             answers = g.identify_images(images, top_k=top_k, threshold=threshold)
             for answer in progress(answers, total=len(images), label="identify", quiet=quiet or json):
                 code = STATUS_EXIT[answer.status]
@@ -222,10 +233,13 @@ gallery_app = typer.Typer(help="Inspect and maintain a gallery: list, show, remo
                           no_args_is_help=True)  # fmt: skip
 
 
-def _open(gallery: Path | None, write: bool = False):
+def _open(gallery: Path | None, write: bool = False, stranger_rate: float = 0.05):
     from facestyle.gallery import Gallery
 
-    return Gallery.open(gallery, create=False, read_only=not write, autosave=True, on_note=note)
+    return Gallery.open(
+        gallery, create=False, read_only=not write, autosave=True, on_note=note,
+        stranger_rate=stranger_rate or None,
+    )  # fmt: skip
 
 
 @gallery_app.command("list")
@@ -290,9 +304,11 @@ def rename_cmd(
 
 
 @gallery_app.command("stats")
-def stats_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
-    """Counts, model, threshold, index layout and file sizes."""
-    with user_errors(), _open(gallery) as g:
+def stats_cmd(
+    gallery: Path | None = GalleryOpt, stranger_rate: float = StrangerRateOpt, json: bool = JsonOpt
+) -> None:
+    """Counts, model, threshold (and where it comes from), index layout and file sizes."""
+    with user_errors(), _open(gallery, stranger_rate=stranger_rate) as g:
         stats = g.stats()
         if json:
             print_json(stats)

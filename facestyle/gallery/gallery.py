@@ -43,8 +43,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facestyle.checks import check_threshold, check_top_k
+from facestyle.checks import check_threshold, check_top_k, require
 from facestyle.errors import GalleryError, GalleryParameterError, ParameterError, UsageError, literal
+from facestyle.gallery.adaptive import (
+    DEFAULT_TARGET,
+    AdaptiveThreshold,
+    ImpostorEstimate,
+    adaptive_threshold,
+    estimate,
+)
 from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kind
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
 from facestyle.gallery.photos import PhotoMethods, PhotoPipeline
@@ -67,6 +74,13 @@ LOOK_ALIKE = 0.995
 #: How long a writer waits for another process's write before giving up (seconds; env overrides).
 LOCK_TIMEOUT = 120.0
 LOCK_TIMEOUT_ENV = "FACESTYLE_LOCK_TIMEOUT"
+
+
+#: Up to this many templates the impostor estimate is exact (all pairs, brute force, well under a
+#: second); above, it is taken through the index for a sample of identities.
+EXACT_TEMPLATES = 5_000
+#: Identities whose nearest other identity is measured above :data:`EXACT_TEMPLATES`.
+SAMPLED_IDENTITIES = 2_000
 
 
 def lock_timeout() -> float:
@@ -193,8 +207,12 @@ class Gallery(PhotoMethods):
         default_threshold: float | None,
         on_note: Callable[[str], None] | None,
         pipeline: PhotoPipeline | None = None,
+        stranger_rate: float | None = DEFAULT_TARGET,
     ) -> None:
         self.path = path
+        #: The share of strangers the adaptive threshold aims to accept per probe (None: adaptation off).
+        self.stranger_rate = stranger_rate
+        self._estimate: tuple[int, ImpostorEstimate] | None = None  # (generation, estimate)
         #: The face pipeline of the photo-level methods (None: vectors only).
         self.pipeline = pipeline
         self.read_only = read_only
@@ -225,6 +243,7 @@ class Gallery(PhotoMethods):
         autosave: bool = True,
         default_threshold: float | None = None,
         on_note: Callable[[str], None] | None = None,
+        stranger_rate: float | None = DEFAULT_TARGET,
     ) -> Gallery:
         """Open (with ``create``, make) the gallery at ``path`` (default: :func:`resolve_gallery_path`).
 
@@ -234,8 +253,19 @@ class Gallery(PhotoMethods):
         or search; a pipeline together with a different ``model``, ``dim`` or ``model_version`` is a
         :class:`UsageError`. A new gallery is bound to them; an existing one refuses another model or
         other weights, because similarities between embeddings of two models are meaningless.
-        ``default_threshold`` is used when the gallery stores none (default: the pipeline's model's).
+        ``default_threshold`` is the model's threshold (default: the pipeline's model's).
+
+        Without a threshold passed to a search, the threshold is, in this order: one stored in the
+        gallery (``facestyle calibrate``, :meth:`set_threshold`), the gallery-adaptive one (aiming at
+        ``stranger_rate`` of strangers accepted per probe, never below the model's;
+        :mod:`facestyle.gallery.adaptive`; ``stranger_rate=None`` turns it off), the model's.
         """
+        if stranger_rate is not None:
+            require(
+                isinstance(stranger_rate, int | float) and 0.0 < stranger_rate < 1.0,
+                "{stranger_rate} must be between 0 and 1 (a share of strangers)",
+                stranger_rate=stranger_rate,
+            )
         if pipeline is not None:
             model, dim, model_version, default_threshold = _from_pipeline(
                 pipeline, model, dim, model_version, default_threshold
@@ -254,7 +284,7 @@ class Gallery(PhotoMethods):
                     raise GalleryError(
                         f"{gpath}: cannot create the gallery directory ({exc.strerror})"
                     ) from None
-        gallery = cls(gpath, None, read_only, autosave, default_threshold, on_note, pipeline)  # type: ignore[arg-type]
+        gallery = cls(gpath, None, read_only, autosave, default_threshold, on_note, pipeline, stranger_rate)  # type: ignore[arg-type]
         try:
             if read_only:
                 gallery._store = Store(db, read_only=True)
@@ -378,11 +408,15 @@ class Gallery(PhotoMethods):
 
     @property
     def threshold(self) -> float | None:
-        """The stored threshold (e.g. from ``facestyle calibrate``), else the model's default, else None."""
-        with self._db:
-            value = self._store.get_meta("threshold")
-        if value is not None:
-            return float(value)
+        """The threshold a search uses when none is passed (:meth:`threshold_info`), or None when
+        there is none (no stored threshold and a model without a measured default)."""
+        try:
+            return self.threshold_info().threshold
+        except UsageError:
+            return None
+
+    def model_threshold(self) -> float | None:
+        """The model's measured default threshold (None for a model without one)."""
         if self._default_threshold is not None:
             return self._default_threshold
         model = self.model
@@ -394,6 +428,73 @@ class Gallery(PhotoMethods):
             return get_model(model).default_threshold
         except Exception:  # an unregistered (e.g. fine-tuned checkpoint) model has no default
             return None
+
+    def threshold_info(self, threshold: float | None = None) -> AdaptiveThreshold:
+        """The threshold a search uses and where it comes from, in order: ``threshold`` itself
+        (checked: a finite cosine), a stored one (``calibrate``), the gallery-adaptive one
+        (:meth:`impostor_estimate`, never below the model's), the model's. UsageError if none."""
+        if threshold is not None:
+            return AdaptiveThreshold(float(check_threshold(threshold)), "given", adapted=False)  # type: ignore[arg-type]
+        with self._db:
+            stored, source = self._store.get_meta("threshold"), self._store.get_meta("threshold_source")
+        if stored is not None:
+            where = source or "stored in the gallery"  # e.g. "calibrate on pairs.txt"
+            return AdaptiveThreshold(float(stored), where, adapted=False)
+        default = self.model_threshold()
+        if default is None:
+            raise UsageError(
+                "no threshold: this gallery stores none and its model has no measured default; pass one"
+            )
+        if self.stranger_rate is None:
+            return AdaptiveThreshold(float(default), "model default (adaptation off)", adapted=False)
+        return adaptive_threshold(self.impostor_estimate(), float(default), self.stranger_rate)
+
+    def impostor_estimate(self) -> ImpostorEstimate:
+        """Each identity's nearest other identity (:mod:`facestyle.gallery.adaptive`), computed from
+        the stored templates and kept until the gallery changes (its generation). Exact up to
+        :data:`EXACT_TEMPLATES` templates; above, for a seeded sample of :data:`SAMPLED_IDENTITIES`
+        identities, through the index."""
+        self._check_open()
+        self._refresh()
+        with self._rw.read():
+            live = self._live
+            gen, tids, owners = live.gen, live.tids.copy(), live.owners.copy()
+        if self._estimate is not None and self._estimate[0] == gen:
+            return self._estimate[1]
+        dim = self.dim
+        if len(tids) == 0 or dim is None:
+            result = ImpostorEstimate(np.zeros(0))
+        elif len(tids) <= EXACT_TEMPLATES:
+            with self._db:
+                chunks = list(self._store.vectors(tids, dim))
+            ids = np.concatenate([c[0] for c in chunks])
+            vecs = np.concatenate([c[1] for c in chunks])
+            vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            result = estimate(vecs, owners[np.searchsorted(tids, ids)])
+        else:
+            result = self._sampled_estimate(tids, owners, live.names, dim)
+        self._estimate = (gen, result)
+        return result
+
+    def _sampled_estimate(
+        self, tids: np.ndarray, owners: np.ndarray, names: dict[int, str], dim: int
+    ) -> ImpostorEstimate:
+        identities = np.unique(owners)
+        rng = np.random.default_rng(0)
+        if len(identities) > SAMPLED_IDENTITIES:
+            identities = np.sort(rng.choice(identities, SAMPLED_IDENTITIES, replace=False))
+        keep = np.isin(owners, identities)
+        with self._db:
+            chunks = list(self._store.vectors(tids[keep], dim))
+        ids = np.concatenate([c[0] for c in chunks])
+        vecs = np.concatenate([c[1] for c in chunks])
+        own = owners[np.searchsorted(tids, ids)]
+        best: dict[int, float] = {}
+        for owner, cands in zip(own, self.search(vecs, top_k=2), strict=True):
+            other = next((c.score for c in cands if c.name != names[int(owner)]), None)
+            if other is not None:
+                best[int(owner)] = max(best.get(int(owner), -1.0), other)
+        return ImpostorEstimate(np.asarray(list(best.values()), dtype=np.float64))
 
     def set_threshold(self, value: float | None, source: str = "") -> None:
         """Store the gallery's cosine threshold (None clears it), with where it came from."""
@@ -407,13 +508,8 @@ class Gallery(PhotoMethods):
         )
 
     def resolve_threshold(self, threshold: float | None) -> float:
-        """``threshold`` if given (checked: a finite cosine), else the gallery's; UsageError if neither."""
-        value = check_threshold(threshold) if threshold is not None else self.threshold
-        if value is None:
-            raise UsageError(
-                "no threshold: this gallery stores none and its model has no measured default; pass one"
-            )
-        return float(value)
+        """``threshold`` if given (checked: a finite cosine), else the gallery's (:meth:`threshold_info`)."""
+        return self.threshold_info(threshold).threshold
 
     # ---- keeping the index in step with SQLite ---------------------------------------------------
     @contextlib.contextmanager
@@ -811,13 +907,14 @@ class Gallery(PhotoMethods):
 
     def identify(self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None) -> list[Match]:
         """Per query row: the best name if it scores at least ``threshold`` (else None) and the candidates."""
-        thr = self.resolve_threshold(threshold)
+        info = self.threshold_info(threshold)
+        thr = info.threshold
         out = []
         for cands in self.search(embeddings, top_k):
             if cands and cands[0].score >= thr:
-                out.append(Match(cands[0].name, cands[0].score, tuple(cands)))
+                out.append(Match(cands[0].name, cands[0].score, tuple(cands), thr, info.source))
             else:
-                out.append(Match(None, cands[0].score if cands else None, tuple(cands)))
+                out.append(Match(None, cands[0].score if cands else None, tuple(cands), thr, info.source))
         return out
 
     def stats(self) -> dict[str, object]:
@@ -827,8 +924,12 @@ class Gallery(PhotoMethods):
         with self._db:
             n_id, n_t = self._store.counts()
             meta = {k: self._store.get_meta(k) for k in ("model", "model_version", "dim", "generation",
-                                                         "threshold_source", "created_at")}  # fmt: skip
+                                                         "created_at")}  # fmt: skip
         index = self._index
+        try:
+            info = self.threshold_info()
+        except UsageError:
+            info = None
         files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
         return {
             "path": str(self.path),
@@ -837,8 +938,8 @@ class Gallery(PhotoMethods):
             "model": meta["model"],
             "model_version": meta["model_version"],
             "dim": None if meta["dim"] is None else int(meta["dim"]),
-            "threshold": self.threshold,
-            "threshold_source": meta["threshold_source"],
+            "threshold": None if info is None else info.threshold,
+            "threshold_source": None if info is None else info.source,
             "generation": int(meta["generation"] or 0),
             "index_kind": None if index is None else index.kind,
             "index_vectors": 0 if index is None else index.ntotal,

@@ -95,6 +95,7 @@ class PhotoMethods:
     verify: Any
     identify: Any
     resolve_threshold: Any
+    threshold_info: Any
     show: Any
 
     def _photo_pipeline(self) -> PhotoPipeline:
@@ -152,7 +153,8 @@ class PhotoMethods:
         :class:`NoFaceError` or :class:`ImageError`.
         """
         pipe = self._photo_pipeline()
-        thr = self.resolve_threshold(threshold)
+        info = self.threshold_info(threshold)
+        thr = info.threshold
         name = check_name(name)
         if name not in self:  # type: ignore[operator]
             self.show(name)  # the "not enrolled" GalleryError
@@ -161,15 +163,16 @@ class PhotoMethods:
         score = float(self.verify(name, face.embedding))
         match = score >= thr
         answer = FaceMatch(face, name if match else None, score, (Candidate(name, score),))
-        return Verification(image=label, faces=(answer,), claimed=name, match=match, threshold=thr)
+        return Verification(image=label, faces=(answer,), claimed=name, match=match,
+                            threshold=thr, threshold_source=info.source)  # fmt: skip
 
     def identify_image(
         self, image: ImageLike, top_k: int = 5, threshold: float | None = None
     ) -> Identification:
         """1:N for every face of one photo; see :meth:`identify_images` (an unreadable image is an
         answer with status ``error``, not an exception)."""
-        pipe, thr = self._identify_setup(top_k, threshold)
-        return next(self._identify(pipe, [(image, "image")], top_k, thr))
+        pipe, info = self._identify_setup(top_k, threshold)
+        return next(self._identify(pipe, [(image, "image")], top_k, info))
 
     def identify_images(
         self, images: Iterable[ImageLike], top_k: int = 5, threshold: float | None = None
@@ -182,18 +185,21 @@ class PhotoMethods:
         Arrays are labelled ``image1``, ``image2``, ... by position. Usage errors (no threshold,
         ``top_k`` < 1, no pipeline) are raised here, before the first photo.
         """
-        pipe, thr = self._identify_setup(top_k, threshold)
+        pipe, info = self._identify_setup(top_k, threshold)
         labelled = ((image, f"image{k}") for k, image in enumerate(images, start=1))
-        return self._identify(pipe, labelled, top_k, thr)
+        return self._identify(pipe, labelled, top_k, info)
 
-    def _identify_setup(self, top_k: int, threshold: float | None) -> tuple[PhotoPipeline, float]:
+    def _identify_setup(self, top_k: int, threshold: float | None) -> tuple[PhotoPipeline, Any]:
+        """The pipeline and the threshold (an :class:`~facestyle.gallery.adaptive.AdaptiveThreshold`:
+        value and source), settled once for the whole batch."""
         pipe = self._photo_pipeline()
         check_top_k(top_k)
-        return pipe, self.resolve_threshold(threshold)
+        return pipe, self.threshold_info(threshold)
 
     def _identify(
-        self, pipe: PhotoPipeline, labelled: Iterable[tuple[ImageLike, str]], top_k: int, thr: float
+        self, pipe: PhotoPipeline, labelled: Iterable[tuple[ImageLike, str]], top_k: int, info: Any
     ) -> Iterator[Identification]:
+        thr, source = info.threshold, info.source
         for batch in _batches(labelled, CHUNK):
             found = _faces_of(pipe, batch)
             queries = [f.embedding for _, _, faces, _ in found for f in faces]
@@ -207,7 +213,8 @@ class PhotoMethods:
                 continue
             for label, status, faces, error in found:
                 answers = tuple(FaceMatch.of(f, next(matches)) for f in faces)
-                yield Identification(image=label, status=status, faces=answers, error=error)
+                yield Identification(image=label, status=status, faces=answers, error=error,
+                                     threshold=thr, threshold_source=source)  # fmt: skip
 
 
 def _faces_of(

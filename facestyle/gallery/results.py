@@ -52,6 +52,10 @@ class Match:
     identity: str | None
     score: float | None
     candidates: tuple[Candidate, ...]
+    #: The threshold the best score was held against, and where it came from
+    #: (:meth:`facestyle.gallery.Gallery.threshold_info`).
+    threshold: float | None = None
+    threshold_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,15 @@ class ImageAnswer:
 class Identification(ImageAnswer):
     """1:N: every face of a photo with its best name (None below the threshold) and candidates."""
 
+    threshold: float | None = None
+    threshold_source: str = ""
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if self.threshold is not None:
+            data.update(threshold=self.threshold, threshold_source=self.threshold_source)
+        return data
+
     @property
     def known(self) -> bool:
         """The photo was read, has faces, and every one of them was identified."""
@@ -163,6 +176,7 @@ class Verification(ImageAnswer):
     claimed: str
     match: bool
     threshold: float
+    threshold_source: str = ""
 
     @property
     def face(self) -> Face:
@@ -174,4 +188,10 @@ class Verification(ImageAnswer):
 
     def to_dict(self) -> dict:
         data = super().to_dict()
-        return {**data, "claimed": self.claimed, "match": self.match, "threshold": self.threshold}
+        return {
+            **data,
+            "claimed": self.claimed,
+            "match": self.match,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+        }

@@ -133,14 +133,17 @@ def test_to_dict_shapes(tmp_path: Path, face_pipeline, att_dir: Path) -> None:
     ]  # fmt: skip
     assert (enrolled["created"], enrolled["templates"], enrolled["look_alikes"]) == (True, 1, [])
     assert same_photo["look_alikes"] == [{"name": "alice", "score": 1.0}]  # the same photo, two names
-    assert list(verified) == ["image", "status", "faces", "claimed", "match", "threshold"]
-    assert list(ok.to_dict()) == ["image", "status", "faces"]
-    assert no_face.to_dict() == {"image": "image2", "status": "no_face", "faces": []}
+    assert list(verified) == ["image", "status", "faces", "claimed", "match", "threshold", "threshold_source"]
+    assert verified["threshold_source"] == "given"
+    given = {"threshold": THRESHOLD, "threshold_source": "given"}  # every answer says what it was held to
+    assert list(ok.to_dict()) == ["image", "status", "faces", "threshold", "threshold_source"]
+    assert no_face.to_dict() == {"image": "image2", "status": "no_face", "faces": [], **given}
     assert bad.to_dict() == {
         "image": str(tmp_path / "missing.jpg"),
         "status": "error",
         "faces": [],
         "error": f"{tmp_path / 'missing.jpg'}: no such file",
+        **given,
     }
     assert not ok.known and not no_face.known and not bad.known  # s9 is not enrolled: unknown
     faces = [*enrolled["faces"], *verified["faces"], *ok.to_dict()["faces"]]
