@@ -190,9 +190,13 @@ def test_a_small_real_run_peaks_where_the_model_says():
         "print(json.dumps(int(hwm) * 1024))\n"
     )
     if not sys.platform.startswith("linux"):
-        pytest.skip("VmHWM is Linux's")
+        pytest.skip("platform: VmHWM is Linux's")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout.splitlines()[-1])
     predicted = transfer.predict_memory(StyleOptions(size=128, lbfgs_history=2), (96, 128), [(80, 128)]).peak
-    assert predicted == pytest.approx(measured, rel=0.15)
+    # The refusal must never let through a run that does not fit: the model may not underestimate
+    # (by more than the run-to-run spread, ~0.15 GiB), and should not refuse runs that fit by much.
+    # Predicted 1.51 GB; measured 1.51 GB in the development tree and 1.16 GB in a fresh clone's venv
+    # (CI's case) on 2026-11-29: at 128 px the baseline dominates, and it differs between the two.
+    assert measured <= predicted * 1.10 and predicted <= measured * 1.35, (predicted, measured)

@@ -59,11 +59,15 @@ def _test_pairs(test: Path, out: Path) -> Path:
 def test_a_head_trained_on_an_unseen_domain_helps_unseen_people(att_dir: Path, tmp_path: Path) -> None:
     train_dir, test_dir = _low_resolution_tree(att_dir, tmp_path / "data")
     pairs = read_pairs(_test_pairs(test_dir, tmp_path / "pairs.csv"))
-    base = FacePipeline("dlib-resnet-v1").features(face="central")
+    # Measured with the detector alone (before issue 20's crop="auto" found faces in 33 more pairs of
+    # these low-resolution photos); the claim is kept on the same pairs.
+    base = FacePipeline("dlib-resnet-v1", crop="detect").features(face="central")
     before = evaluate_pairs(pairs, base)
     opts = EmbeddingHeadOptions(epochs=40, patience=8, views=4, seed=0)
     run = train_embedding_head(train_dir, tmp_path / "head.pt", opts, base)
-    after = evaluate_pairs(pairs, FacePipeline(str(tmp_path / "head.pt")).features(face="central"))
+    after = evaluate_pairs(
+        pairs, FacePipeline(str(tmp_path / "head.pt"), crop="detect").features(face="central")
+    )
     trained_on = {Path(p).parent.name for p in sorted(train_dir.rglob("*.png"))}
     assert not trained_on & {p.path1.parent.name for p in pairs.pairs}  # the test people are unseen
     assert run.result.best_epoch > 0 and before.n_pairs == after.n_pairs == 867
