@@ -116,24 +116,21 @@ def profile(backbone: str, deepest: str) -> Profile | None:
     forward = _skeleton(backbone, deepest)
     if forward is None:
         return None
-    probe = 64
-    while True:  # a side every layer accepts, to count on
+
+    def works(side: int) -> bool:
         try:
-            counted = forward(probe)
-            break
+            forward(side)
         except RuntimeError:
-            probe *= 2
-            if probe > 1 << 14:
-                return None
-    low, high = 0, probe  # the smallest side that works: low fails (or is 0), high works
-    while high - low > 1:
-        mid = (low + high) // 2
-        try:
-            forward(mid)
-            high = mid
-        except RuntimeError:
-            low = mid
-    return Profile(backbone, counted / (probe * probe), high)
+            return False
+        return True
+
+    smallest = first_passing(works, 0, cap=1 << 14)  # the smallest side every layer accepts
+    if smallest is None:
+        return None
+    probe = 64  # count on a side well above the smallest, so rounding in the poolings hardly matters
+    while probe < smallest:
+        probe *= 2
+    return Profile(backbone, forward(probe) / (probe * probe), smallest)
 
 
 def _skeleton(backbone: str, deepest: str) -> Callable[[int], int] | None:
@@ -232,18 +229,29 @@ def history_bytes(pixels: int, pairs: int) -> int:
     return pairs * 2 * 3 * pixels * _F32
 
 
+def first_passing(works: Callable[[int], bool], failing: int, cap: int = 1 << 40) -> int | None:
+    """The smallest n > ``failing`` with ``works(n)``, for a ``works`` that stays true once it is true as
+    n grows: doubling until it works, then bisection. None when nothing up to ``cap`` works. The one
+    search behind the smallest side a backbone accepts, the size or style scale that makes an image
+    wide enough, and the largest size that fits in memory."""
+    high = max(1, 2 * failing)
+    while not works(high):
+        if high > cap:
+            return None
+        failing, high = high, 2 * high
+    while high - failing > 1:
+        mid = (failing + high) // 2
+        failing, high = (failing, mid) if works(mid) else (mid, high)
+    return high
+
+
 def largest_fitting(predict: Callable[[int], int], limit: int, low: int, high: int) -> int | None:
     """The largest ``size`` in [``low``, ``high``] with ``predict(size) <= limit`` (the peak grows with
     the size), or None when not even ``low`` fits."""
     if predict(low) > limit:
         return None
-    while high - low > 1:
-        mid = (low + high) // 2
-        if predict(mid) <= limit:
-            low = mid
-        else:
-            high = mid
-    return low
+    too_big = first_passing(lambda n: predict(n) > limit, low, cap=high)
+    return high if too_big is None else min(high, too_big - 1)
 
 
 # ---------------------------------------------------------------------------------------- the budget

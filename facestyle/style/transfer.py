@@ -206,11 +206,18 @@ def plan_levels(options: StyleOptions, full: tuple[int, int]) -> list[Level]:
             steps_per_scale=options.steps_per_scale,
             size=options.size,
         )
-    # Curvature pairs per level: an RGB image's history is bounded in bytes, so large levels keep fewer.
-    return [
-        Level(hw, n, options.lbfgs_history or history_length(3 * hw[0] * hw[1]))
-        for hw, n in zip(sizes, per_level, strict=True)
-    ]
+    return [Level(hw, n, _pairs(options, hw)) for hw, n in zip(sizes, per_level, strict=True)]
+
+
+def _pairs(options: StyleOptions, level: tuple[int, int]) -> int:
+    """Curvature pairs L-BFGS keeps at a level of (height, width): ``lbfgs_history``, else what the
+    history's byte budget allows an RGB image of that size (:func:`.history_length`)."""
+    return options.lbfgs_history or history_length(3 * level[0] * level[1])
+
+
+def _style_side(level: tuple[int, int], style_scale: float) -> int:
+    """Longer side of every style image at a level: ``style_scale`` times the level's longer side."""
+    return max(1, round(max(level) * style_scale))
 
 
 # ------------------------------------------------------------------------------ checked before the work
@@ -237,10 +244,9 @@ def _loads(
     smallest = max(MIN_LEVEL_SIDE, level_min_side(options))
     loads = []
     for hw in level_sizes(fit_size(content_hw, size), options.scale_count, smallest):
-        style_px = max(1, round(max(hw) * options.style_scale))
-        pairs = options.lbfgs_history or history_length(3 * hw[0] * hw[1])
-        styles = tuple(fit_size(s, style_px) for s in style_hws)
-        loads.append(memory.LevelLoad(hw, styles, pairs if options.optimizer == "lbfgs" else 0))
+        styles = tuple(fit_size(s, _style_side(hw, options.style_scale)) for s in style_hws)
+        pairs = _pairs(options, hw) if options.optimizer == "lbfgs" else 0
+        loads.append(memory.LevelLoad(hw, styles, pairs))
     return loads
 
 
@@ -278,20 +284,6 @@ def _thin(
     return None
 
 
-def _first(works: Callable[[int], bool], known_bad: int, cap: int = 1 << 40) -> int | None:
-    """The smallest n > ``known_bad`` with ``works(n)`` (``works`` turns true for good as n grows), or
-    None below ``cap``."""
-    high = max(1, 2 * known_bad)
-    while not works(high):
-        if high > cap:
-            return None
-        known_bad, high = high, 2 * high
-    while high - known_bad > 1:
-        mid = (known_bad + high) // 2
-        known_bad, high = (known_bad, mid) if works(mid) else (mid, high)
-    return high
-
-
 def check_sides(
     options: StyleOptions, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]]
 ) -> None:
@@ -310,12 +302,12 @@ def check_sides(
     smallest = level_min_side(options)
     head = f"{{size}} makes {which}'s short side {side} px (image {w}x{h}); at least {smallest} px are needed"
     if which == "the content":
-        size = _first(lambda n: _thin(options, content_hw, style_hws, n) is None, options.size)
+        size = memory.first_passing(lambda n: _thin(options, content_hw, style_hws, n) is None, options.size)
         fixed = replace(options, size=size) if size is not None else None
         fix = ("size", size)
     else:
         start = math.floor(options.style_scale * 100)
-        hundredths = _first(
+        hundredths = memory.first_passing(
             lambda k: (
                 _thin(replace(options, style_scale=k / 100), content_hw, style_hws, options.size) is None
             ),
@@ -369,7 +361,7 @@ def check_memory(
     if estimate.peak <= budget.usable:
         return estimate
     low = (
-        _first(lambda n: _thin(options, content_hw, style_hws, n) is None, memory.MIN_SIDE - 1)
+        memory.first_passing(lambda n: _thin(options, content_hw, style_hws, n) is None, memory.MIN_SIDE - 1)
         or options.size
     )
     fits = memory.largest_fitting(
@@ -669,7 +661,7 @@ def _level_inputs(
 ) -> tuple[Tensor, list[Tensor]]:
     """The content at a level's size, and each style with its longer side ``style_scale`` times the
     level's (its own aspect ratio kept, so its textures are not stretched)."""
-    style_px = max(1, round(max(size) * style_scale))
+    style_px = _style_side(size, style_scale)
     return resize(content, size), [resize(s, fit_size(s.shape[-2:], style_px)) for s in styles]
 
 
