@@ -841,6 +841,13 @@ class Gallery(PhotoMethods):
             raise GalleryError(f"{name!r} is not enrolled in {self.path}")
         return info
 
+    def image_hashes(self) -> set[tuple[str, str]]:
+        """(name, SHA-256 of the photo) of every template enrolled from a photo: lets a bulk
+        enrollment skip the photos it already did without reading them again."""
+        self._check_open()
+        with self._db:
+            return self._store.image_hashes()
+
     def template_counts(self) -> dict[str, int]:
         with self._db:
             return self._store.template_counts()

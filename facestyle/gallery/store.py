@@ -323,6 +323,15 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def image_hashes(self) -> set[tuple[str, str]]:
+        """(identity name, content hash) of every template enrolled from a known photo."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT i.name, t.image_sha256 FROM templates t"
+            " JOIN identities i ON i.id = t.identity_id"
+            " WHERE t.image_sha256 IS NOT NULL"
+        )
+        return {(str(name), str(sha)) for name, sha in rows}
+
     def add_template(
         self,
         conn: sqlite3.Connection,

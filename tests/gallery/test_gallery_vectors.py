@@ -99,6 +99,8 @@ def test_duplicate_image_is_not_added_twice(gdir: Path) -> None:
         assert first.created and len(first.template_ids) == 1
         assert again.duplicate and again.template_ids == ()
         assert other.created and g.template_counts() == {"ann": 1, "bob": 1}
+        g.enroll("ann", [0, 1, 0, 0])  # no photo hash: not listed
+        assert g.image_hashes() == {("ann", "abc"), ("bob", "abc")}
 
 
 def test_names_are_data_never_paths(gdir: Path, tmp_path: Path) -> None:
