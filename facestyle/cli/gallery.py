@@ -116,9 +116,18 @@ def _enrolled_line(answer) -> str:
 
 
 def enroll(
-    name: str = typer.Argument(..., help="The person's name (any text; stored as data)."),
-    images: list[Path] = typer.Argument(
-        ..., help="One photo is enough; more photos add templates.", readable=False
+    name: str | None = typer.Argument(
+        None,
+        metavar="NAME",
+        help="The person's name (any text; stored as data). Not with --from-csv.",
+        show_default=False,
+    ),
+    images: list[Path] | None = typer.Argument(
+        None,
+        metavar="IMAGES",
+        help="One photo is enough; more photos add templates.",
+        readable=False,
+        show_default=False,
     ),
     new: bool = typer.Option(False, "--new", help="Refuse if NAME is already enrolled (a new person)."),
     add: bool = typer.Option(False, "--add", help="Refuse unless NAME is already enrolled (more photos)."),
@@ -128,17 +137,52 @@ def enroll(
     detector: str = DetectorOpt,
     crop: str = CropOpt,
     device: str | None = DeviceOpt,
+    from_csv: Path | None = typer.Option(
+        None,
+        "--from-csv",
+        help="Enroll the name,path rows of a CSV file instead (header optional; paths relative to the "
+        "file's folder): bulk and resumable, a report row per photo (docs/bulk-enrollment.md).",
+        show_default=False,
+        readable=False,
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        help="With --from-csv: processes decoding and detecting photos (0: this one; default: "
+        "chosen for this machine, see docs/bulk-enrollment.md).",
+        show_default=False,
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        help="With --from-csv: aligned faces embedded together (default 32).",
+        show_default=False,
+    ),
     json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Enroll NAME from one or more photos (one face each). Re-enrolling the same photo adds nothing.
 
     Without --new or --add, an enrolled NAME gets more templates and the output says so. A photo
-    near-identical to another identity's template is warned about, naming it."""
+    near-identical to another identity's template is warned about, naming it. --from-csv FILE enrolls
+    many people at once (as `enroll-dir` does for one folder per person)."""
+    if from_csv is not None:
+        from facestyle.cli.bulk import enroll_csv
+
+        enroll_csv(
+            from_csv, name=name, images=images or [], new=new, add=add, largest=largest, gallery=gallery,
+            model=model, detector=detector, crop=crop, device=device, workers=workers,
+            batch_size=batch_size, json=json, quiet=quiet,
+        )  # fmt: skip
+        return
     with user_errors():
-        from facestyle.errors import FacestyleError, GalleryError
+        from facestyle.errors import FacestyleError, GalleryError, UsageError
         from facestyle.gallery.results import ImageAnswer
 
+        if name is None or not images:
+            raise UsageError("enroll needs NAME and IMAGES (or --from-csv FILE)")
+        if workers is not None or batch_size is not None:
+            raise UsageError("--workers and --batch-size go with --from-csv")
         codes: list[int] = []
         with _open_for_photos(gallery, model, detector, device, write=True, crop=crop) as g:
             g.check_enroll(name, new=new, add=add)  # before any photo is read
