@@ -31,7 +31,7 @@ def _root(
 
 
 #: Command modules, each exposing ``register(app)``; listed in the order ``--help`` shows them.
-COMMAND_MODULES = ("face", "models", "gallery", "train", "style", "heads")
+COMMAND_MODULES = ("face", "models", "gallery", "bulk", "train", "style", "heads")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"facestyle.cli.{_name}").register(app)
