@@ -1,11 +1,14 @@
-"""Persistent face gallery: SQLite truth, FAISS search, safe under crashes and concurrent writers.
+"""Persistent face gallery, safe under crashes and concurrent writers: one interface
+(:class:`Gallery`, facestyle.gallery.base) over a storage backend; the directory one keeps SQLite truth
+and FAISS search.
 
 The core (:class:`Gallery` and its results) stores and searches L2-normalised vectors, and with a
 face pipeline answers for photos; it does not import torch. :mod:`facestyle.gallery.faces` builds that
 pipeline with the gallery's own model (:func:`~facestyle.gallery.faces.open_for_photos`).
 """
 
-from facestyle.gallery.gallery import Gallery, bound_model, gallery_exists, resolve_gallery_path
+from facestyle.gallery.base import Gallery, bound_model, gallery_exists, resolve_location
+from facestyle.gallery.gallery import DirectoryGallery, resolve_gallery_path
 from facestyle.gallery.results import (
     Candidate,
     Enrollment,
@@ -20,6 +23,7 @@ from facestyle.gallery.store import IdentityInfo, TemplateInfo, check_name
 
 __all__ = [
     "Candidate",
+    "DirectoryGallery",
     "EnrollResult",
     "Enrollment",
     "FaceMatch",
@@ -34,4 +38,5 @@ __all__ = [
     "check_name",
     "gallery_exists",
     "resolve_gallery_path",
+    "resolve_location",
 ]

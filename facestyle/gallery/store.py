@@ -25,7 +25,7 @@ import time
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,6 +351,17 @@ class Store:
         )
         return int(cur.lastrowid)
 
+    def import_identity(
+        self, conn: sqlite3.Connection, name: str, created_at: float, updated_at: float
+    ) -> int:
+        """The id of ``name``, created with the given times if new (a copy from another gallery)."""
+        conn.execute(
+            "INSERT INTO identities(name, created_at, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(name) DO NOTHING",
+            (name, created_at, updated_at),
+        )
+        return int(conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0])
+
     def template_count(self, identity_id: int) -> int:
         row = self.conn.execute("SELECT COUNT(*) FROM templates WHERE identity_id = ?", (identity_id,))
         return int(row.fetchone()[0])
@@ -421,6 +432,38 @@ class Store:
         if not rows:
             return np.empty((0, dim), np.float32)
         return self._decode(rows, dim)[1]
+
+    def labelled_vectors(self, names: Sequence[str] | None, dim: int) -> tuple[np.ndarray, list[str]]:
+        """(vectors, owner names) of the templates of ``names`` (None: all), in template id order."""
+        query = "SELECT t.id, t.embedding, i.name FROM templates t JOIN identities i ON i.id = t.identity_id"
+        if names is None:
+            rows = self.conn.execute(query + " ORDER BY t.id").fetchall()
+        else:
+            rows = []
+            for start in range(0, len(names), 500):
+                chunk = list(names[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows += self.conn.execute(f"{query} WHERE i.name IN ({marks})", chunk).fetchall()
+            rows.sort(key=lambda r: r[0])
+        if not rows:
+            return np.empty((0, dim), np.float32), []
+        return self._decode(rows, dim)[1], [str(r[2]) for r in rows]
+
+    def export(self, dim: int | None) -> tuple[list, list]:
+        """Every identity (name, created, updated) and template (name, created, vector, metadata), for
+        copying to another gallery: plain tuples, turned into records by the gallery."""
+        identities = self.conn.execute(
+            "SELECT name, created_at, updated_at FROM identities ORDER BY id"
+        ).fetchall()
+        if dim is None:
+            return identities, []
+        rows = self.conn.execute(
+            "SELECT t.id, t.embedding, i.name, t.created_at, t.image_sha256, t.source, t.detector, t.box, "
+            + ("t.found_by" if self.has_found_by else "NULL")
+            + " FROM templates t JOIN identities i ON i.id = t.identity_id ORDER BY t.id"
+        ).fetchall()
+        vecs = self._decode(rows, dim)[1] if rows else np.empty((0, dim), np.float32)
+        return identities, [(r[2], r[3], v, *r[4:]) for r, v in zip(rows, vecs, strict=True)]
 
     def show(self, name: str) -> IdentityInfo | None:
         row = self.conn.execute(
