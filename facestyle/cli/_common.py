@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from facestyle.errors import (
     EXIT_BAD_INPUT,
@@ -90,7 +91,7 @@ def item_error(exc: BaseException | str, flags: dict[str, str] | None = None) ->
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    err.print(f"[red]error:[/] {describe(exc, flags)}", highlight=False)
+    err.print(f"[red]error:[/] {escape(describe(exc, flags))}", highlight=False)
 
 
 def fail(
@@ -100,7 +101,7 @@ def fail(
     message = describe(exc, flags)
     if isinstance(exc, FacestyleError) and code is None:
         code = exc.exit_code
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code if code is not None else 1)
 
 
@@ -155,7 +156,7 @@ def progress(
 
 def err_warn(message: str) -> None:
     """A warning on stderr, shown even with --quiet: it is about the result, not the progress."""
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def checked_threshold(threshold: float | None) -> float | None:
