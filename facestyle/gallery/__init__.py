@@ -1,6 +1,5 @@
-"""Persistent face gallery, safe under crashes and concurrent writers: one interface
-(:class:`Gallery`, facestyle.gallery.base) over a storage backend; the directory one keeps SQLite truth
-and FAISS search.
+"""Persistent face gallery, safe under crashes and concurrent writers, on one of two backends: a
+directory (SQLite truth, FAISS search; the default) or PostgreSQL + pgvector (``postgresql://`` URLs).
 
 The core (:class:`Gallery` and its results) stores and searches L2-normalised vectors, and with a
 face pipeline answers for photos; it does not import torch. :mod:`facestyle.gallery.faces` builds that
@@ -9,6 +8,7 @@ pipeline with the gallery's own model (:func:`~facestyle.gallery.faces.open_for_
 
 from facestyle.gallery.base import Gallery, bound_model, gallery_exists, resolve_location
 from facestyle.gallery.gallery import DirectoryGallery, resolve_gallery_path
+from facestyle.gallery.postgres import PostgresGallery
 from facestyle.gallery.results import (
     Candidate,
     Enrollment,
@@ -32,6 +32,7 @@ __all__ = [
     "Identification",
     "ImageAnswer",
     "Match",
+    "PostgresGallery",
     "TemplateInfo",
     "Verification",
     "bound_model",

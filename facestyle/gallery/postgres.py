@@ -1,0 +1,747 @@
+"""The PostgreSQL + pgvector backend of :class:`~facestyle.gallery.base.Gallery`.
+
+For when several machines must enroll into and search one population, and the data belongs in a
+database that is already backed up and replicated. Opened by ``Gallery.open("postgresql://...")``.
+
+Location: ``postgresql://user@host:5432/db?gallery=NAME`` (or ``postgres://``). ``gallery`` is ours
+(``[a-z0-9_]``, default ``default``) and is removed before the URL goes to libpq; every other part is
+libpq's (``host=/socket/dir``, ``sslmode``, ...). A password belongs in ``~/.pgpass`` or
+``$PGPASSWORD``; one given in the URL is never shown (``path``, messages and ``gallery stats`` carry
+the URL without it).
+
+Layout: one schema per gallery, ``facestyle_<NAME>``, so that many galleries share one database:
+
+- ``meta(key, value)``: ``schema_version``, ``gallery_id``, ``generation``, ``created_at``, the model
+  binding (``model``, ``dim``, ``model_version``) and a stored ``threshold``/``threshold_source``;
+- ``identities(id, name UNIQUE, created_at, updated_at)``;
+- ``templates(id, identity_id -> identities ON DELETE CASCADE, embedding vector(dim), image_sha256,
+  source, detector, box, created_at, found_by)``: the same metadata as the directory backend, with
+  an HNSW index ``USING hnsw (embedding vector_ip_ops)`` made when the gallery is bound to a model
+  (until then the dimension is unknown).
+
+Every write is one transaction and bumps ``meta.generation`` (what cached answers such as the impostor
+estimate are keyed by). There is no file lock: a check that decides a write (``new``/``add``, the
+duplicate-photo check, a rename's target) runs under a transaction-scoped advisory lock on the name,
+identities are created with ``INSERT ... ON CONFLICT``, and ``UNIQUE(name)`` is the last word. A
+committed enrollment is durable by Postgres's own commit; a client killed mid-write leaves nothing.
+
+Search: up to :data:`EXACT_MAX_TEMPLATES` templates a sequential scan (exact); above, the HNSW index
+with ``SET LOCAL hnsw.ef_search`` per query. Either way the candidates' vectors come back and are
+re-scored in numpy, so every reported score is an exact cosine and only HNSW's recall is approximate.
+
+Connections come from a ``psycopg_pool.ConnectionPool`` that checks a connection before lending it, so
+a long-lived ``Gallery`` survives a server restart; a query cut off by a lost connection is retried
+once (a write only if it had not reached its commit), else it fails with one :class:`GalleryError`
+line. psycopg is imported on first use: the directory backend never pays for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facestyle.errors import GalleryError
+from facestyle.gallery.base import (
+    Gallery,
+    IdentityRecord,
+    Location,
+    TemplateRecord,
+    TemplateRow,
+    best_per_name,
+    check_expected,
+    env_seconds,
+    no_gallery_here,
+    records,
+)
+from facestyle.gallery.results import Candidate, EnrollResult
+from facestyle.gallery.store import IdentityInfo, TemplateInfo
+
+SCHEMES = ("postgresql", "postgres")
+#: The URL query parameter naming the gallery (removed before the URL reaches libpq).
+GALLERY_PARAM = "gallery"
+DEFAULT_NAME = "default"
+SCHEMA_PREFIX = "facestyle_"
+_NAME = re.compile(r"^[a-z0-9_]{1,48}$")
+
+#: The layout version this code writes; :func:`upgrade` brings older schemas here.
+SCHEMA_VERSION = 1
+#: SQL that takes a schema from version ``v - 1`` to ``v`` (run in order, in one transaction). Version
+#: 1 is the first layout: nothing to migrate yet.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+# HNSW parameters: pgvector's defaults as a start (m=16, ef_construction=64; ef_search 40, raised to
+# the number of candidates asked for). benchmarks/gallery_search.py --backend postgres measures
+# recall@1 and latency at 100k and 1M templates; tune these from its table.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 40
+#: pgvector's ceiling for ef_search: a query wanting more candidates scans exactly instead.
+HNSW_EF_SEARCH_MAX = 1000
+#: Up to this many templates a search is a sequential scan: exact, and at this size as fast as the
+#: index (a 128-d scan of 10k rows takes a few ms on the shared 2-core machine).
+EXACT_MAX_TEMPLATES = 10_000
+
+#: Connections kept per Gallery (each search or write borrows one for its duration).
+POOL_MIN, POOL_MAX = 1, 4
+#: Seconds to wait for a connection (a new one, or one from a busy pool); env overrides.
+CONNECT_TIMEOUT = 10.0
+TIMEOUT_ENV = "FACESTYLE_PG_TIMEOUT"
+
+INSTALL_HINT = "PostgreSQL galleries need psycopg and pgvector: pip install 'facestyle[postgres]'"
+
+
+def _modules() -> tuple[Any, Any, Any]:
+    """(psycopg, psycopg_pool, pgvector.psycopg), imported on first use."""
+    try:
+        import pgvector.psycopg
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise GalleryError(INSTALL_HINT) from None
+    return psycopg, psycopg_pool, pgvector.psycopg
+
+
+def timeout() -> float:
+    """Seconds to wait for the server: ``$FACESTYLE_PG_TIMEOUT``, else :data:`CONNECT_TIMEOUT`."""
+    return env_seconds(TIMEOUT_ENV, CONNECT_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class PgLocation:
+    """A gallery URL taken apart: what libpq gets, which schema, and what may be shown."""
+
+    conninfo: str
+    schema: str
+    display: str
+    password: str
+
+
+def parse_url(url: str) -> PgLocation:
+    """Split ``postgresql://...?gallery=NAME`` into libpq's URL, the schema and a password-free display."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    names = [v for k, v in query if k == GALLERY_PARAM]
+    rest = [(k, v) for k, v in query if k != GALLERY_PARAM]
+    name = names[-1] if names else DEFAULT_NAME
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    password = urllib.parse.unquote(password) or next((v for k, v in rest if k == "password"), "")
+    shown_query = _query([(k, v) for k, v in rest if k != "password"] + [(GALLERY_PARAM, name)])
+    shown = urllib.parse.urlunsplit((parts.scheme, f"{user}{at}{hosts}", parts.path, shown_query, ""))
+    if not _NAME.match(name):
+        raise GalleryError(
+            f"{shown}: gallery name {name!r} must be 1-48 of a-z, 0-9 and _ (it names a schema)"
+        )
+    conninfo = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, _query(rest), ""))
+    return PgLocation(conninfo, SCHEMA_PREFIX + name, shown, password)
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    """A URL query libpq reads back as given (spaces as %20, never +)."""
+    return urllib.parse.urlencode(pairs, safe="/:,", quote_via=urllib.parse.quote)
+
+
+def _one_line(exc: BaseException, password: str) -> str:
+    """A driver error as one line, without the password."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    text = re.sub(r"\s+", " ", text)
+    return text.replace(password, "***") if password else text
+
+
+class PostgresGallery(Gallery):
+    """A gallery in one schema of a PostgreSQL database with pgvector."""
+
+    backend = "postgresql"
+
+    def __init__(self, location: Location, **kwargs: Any) -> None:
+        self._loc = parse_url(str(location))
+        super().__init__(self._loc.display, **kwargs)
+        self._pool: Any = None
+        self._sized: tuple[int, int] = (-1, 0)  # (generation, templates): exact scan or HNSW
+
+    # ---- where galleries live --------------------------------------------------------------------
+    @classmethod
+    def accepts(cls, location: Location) -> bool:
+        return isinstance(location, str) and location.split("://", 1)[0].lower() in SCHEMES
+
+    @classmethod
+    def exists(cls, location: Location) -> bool:
+        return cls._peek(str(location), "schema_version") is not None
+
+    @classmethod
+    def stored_model(cls, location: Location) -> str | None:
+        return cls._peek(str(location), "model")
+
+    @classmethod
+    def _peek(cls, url: str, key: str) -> str | None:
+        """One meta value of the gallery at ``url`` (None: no gallery there), over a short connection."""
+        loc = parse_url(url)
+        with _direct(loc) as conn:
+            if not _schema_exists(conn, loc.schema):
+                return None
+            row = conn.execute(f"SELECT value FROM {loc.schema}.meta WHERE key = %s", (key,)).fetchone()
+            return None if row is None else row[0]
+
+    # ---- opening and closing --------------------------------------------------------------------
+    def _attach(self, create: bool) -> None:
+        _, psycopg_pool, _ = _modules()
+        with _direct(self._loc) as conn:
+            if not _schema_exists(conn, self._loc.schema):
+                if self.read_only or not create:
+                    raise no_gallery_here(self.path)
+                self._create_schema(conn)
+            self._check_version(conn)
+        wait = timeout()
+        self._pool = psycopg_pool.ConnectionPool(
+            self._loc.conninfo,
+            min_size=POOL_MIN,
+            max_size=POOL_MAX,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(wait))},
+            configure=self._configure,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=wait,
+            reconnect_timeout=max(wait, 5.0),
+            name=f"facestyle-{self._loc.schema}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=wait)
+        except psycopg_pool.PoolTimeout:
+            raise self._unreachable() from None
+
+    def _configure(self, conn: Any) -> None:
+        """Every pooled connection: vector types, the gallery's schema first on the search path, and
+        read-only transactions for a gallery opened read-only."""
+        _, _, pgvector_psycopg = _modules()
+        path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{self._loc.schema}, {path}",))
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        pgvector_psycopg.register_vector(conn)
+
+    def _create_schema(self, conn: Any) -> None:
+        """The schema, its tables and first metadata, in one transaction under the schema's advisory
+        lock (two processes creating the same gallery agree). Needs the vector extension: created if
+        this role may, else the error says who must."""
+        psycopg, _, _ = _modules()
+        schema = self._loc.schema
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('facestyle:create', 0))")
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                for statement in _TABLES:
+                    conn.execute(statement.format(schema=schema))
+                defaults = {"schema_version": str(SCHEMA_VERSION), "gallery_id": uuid.uuid4().hex,
+                            "generation": "0", "created_at": repr(time.time())}  # fmt: skip
+                for key, value in defaults.items():
+                    conn.execute(
+                        f"INSERT INTO {schema}.meta(key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (key, value),
+                    )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise GalleryError(
+                f"{self.path}: cannot create the gallery ({_one_line(exc, self._loc.password)}); the "
+                "vector extension and the schema need a role allowed to create them"
+            ) from None
+
+    def _check_version(self, conn: Any) -> None:
+        schema = self._loc.schema
+        row = conn.execute(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'").fetchone()
+        version = None if row is None else int(row[0])
+        if version is None or version > SCHEMA_VERSION:
+            raise GalleryError(
+                f"{self.path}: gallery schema version {version}, this facestyle reads up to {SCHEMA_VERSION}"
+            )
+        if version < SCHEMA_VERSION:
+            if self.read_only:
+                raise GalleryError(
+                    f"{self.path}: schema version {version} must be upgraded by a writer first"
+                )
+            upgrade(conn, schema)
+
+    def _release(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.close(timeout=5.0)
+            self._pool = None
+
+    def flush(self) -> None:
+        """Nothing to do: every write is committed in the database when it returns."""
+        self._check_open()
+
+    def rebuild(self) -> int:
+        """Rebuild the HNSW index (``REINDEX``); returns the number of templates."""
+        self._check_writable()
+        if self.dim is not None:
+            self._run(lambda conn: conn.execute("REINDEX INDEX templates_embedding_hnsw"))
+        return self._counts()[1]
+
+    # ---- running statements ------------------------------------------------------------------------
+    def _run(self, body: Callable[[Any], Any], write: bool = False) -> Any:
+        """``body(conn)`` in one transaction on a pooled connection. A connection lost before the commit
+        is retried once on a fresh one (the server rolled the transaction back); one lost during the
+        commit is reported, since the write may or may not be done."""
+        self._check_open()
+        psycopg, psycopg_pool, _ = _modules()
+        for attempt in (1, 2):
+            committing = False
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    result = body(conn)
+                    if write:
+                        conn.execute(
+                            "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'"
+                        )
+                    committing = True
+                return result
+            except psycopg_pool.PoolTimeout:
+                raise self._unreachable() from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if committing and write:
+                    raise GalleryError(
+                        f"{self.path}: the connection was lost while committing; the write may or may not "
+                        f"be done ({_one_line(exc, self._loc.password)})"
+                    ) from None
+                if attempt == 2:
+                    raise GalleryError(
+                        f"{self.path}: lost the connection to PostgreSQL "
+                        f"({_one_line(exc, self._loc.password)})"
+                    ) from None
+            except psycopg.Error as exc:
+                raise GalleryError(f"{self.path}: {_one_line(exc, self._loc.password)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unreachable(self) -> GalleryError:
+        """Why no connection came within the timeout, in libpq's words where a fresh try gives them."""
+        try:
+            with _direct(self._loc):
+                pass
+        except GalleryError as exc:
+            return exc
+        return GalleryError(f"{self.path}: no free connection to PostgreSQL within {timeout():g} s")
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._run(lambda conn: conn.execute(sql, params, binary=True).fetchall())
+
+    def _lock_names(self, conn: Any, *names: str) -> None:
+        """Transaction-scoped advisory locks on ``names`` of this gallery, in one order (no deadlock)."""
+        for name in sorted(set(names)):
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self._loc.schema}\x1f{name}",)
+            )
+
+    # ---- metadata ----------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = %s", (key,))
+        return rows[0][0] if rows else None
+
+    def _write_meta(
+        self,
+        values: dict[str, str | None],
+        if_absent: str | None = None,
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        def body(conn: Any) -> None:
+            self._lock_names(conn, "\x1fmeta")
+            if (
+                if_absent is not None
+                and conn.execute("SELECT 1 FROM meta WHERE key = %s", (if_absent,)).fetchone()
+            ):
+                return
+            for key, value in values.items():
+                if value is None:
+                    conn.execute("DELETE FROM meta WHERE key = %s", (key,))
+                else:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES (%s, %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        (key, value),
+                    )
+            if then is not None:
+                then(conn)
+
+        self._run(body, write=True)
+
+    def _bind_storage(self, model: str, dim: int, version: str | None) -> None:
+        """Bind, and give the templates their fixed dimension and HNSW index, in one transaction."""
+
+        def shape(conn: Any) -> None:
+            conn.execute(f"ALTER TABLE templates ALTER COLUMN embedding TYPE vector({int(dim)})")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS templates_embedding_hnsw ON templates USING hnsw "
+                f"(embedding vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            )
+
+        values = {"model": model, "dim": str(int(dim)), "model_version": version}
+        self._write_meta(values, if_absent="model", then=shape)
+
+    def _generation(self) -> int:
+        return int(self._meta("generation") or 0)
+
+    # ---- reads -------------------------------------------------------------------------------------
+    def _counts(self) -> tuple[int, int]:
+        rows = self._rows("SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM templates)")
+        return int(rows[0][0]), int(rows[0][1])
+
+    def _template_count(self, name: str) -> int | None:
+        rows = self._rows(
+            "SELECT (SELECT count(*) FROM templates t WHERE t.identity_id = i.id) FROM identities i"
+            " WHERE i.name = %s",
+            (name,),
+        )
+        return int(rows[0][0]) if rows else None
+
+    def _names(self) -> list[str]:
+        return [r[0] for r in self._rows('SELECT name FROM identities ORDER BY name COLLATE "C"')]
+
+    def _show(self, name: str) -> IdentityInfo | None:
+        def body(conn: Any) -> IdentityInfo | None:
+            row = conn.execute(
+                "SELECT id, created_at, updated_at FROM identities WHERE name = %s", (name,)
+            ).fetchone()
+            if row is None:
+                return None
+            templates = conn.execute(
+                "SELECT id, image_sha256, source, detector, box, created_at, found_by FROM templates"
+                " WHERE identity_id = %s ORDER BY id",
+                (row[0],),
+            ).fetchall()
+            return IdentityInfo(name, row[1], row[2], tuple(TemplateInfo(*t) for t in templates))
+
+        return self._run(body)
+
+    def _image_hashes(self) -> set[tuple[str, str]]:
+        rows = self._rows(
+            "SELECT DISTINCT i.name, t.image_sha256 FROM templates t"
+            " JOIN identities i ON i.id = t.identity_id WHERE t.image_sha256 IS NOT NULL"
+        )
+        return {(str(n), str(s)) for n, s in rows}
+
+    def _template_counts(self) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT i.name, count(t.id) FROM identities i LEFT JOIN templates t ON t.identity_id = i.id"
+            ' GROUP BY i.id ORDER BY i.name COLLATE "C"'
+        )
+        return {str(n): int(c) for n, c in rows}
+
+    def _identity_vectors(self, name: str) -> np.ndarray | None:
+        def body(conn: Any) -> np.ndarray | None:
+            row = conn.execute("SELECT id FROM identities WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                return None
+            got = conn.execute(
+                "SELECT embedding FROM templates WHERE identity_id = %s ORDER BY id", (row[0],), binary=True
+            ).fetchall()
+            return _stack([r[0] for r in got], self._bound_dim())
+
+        return self._run(body)
+
+    def _labelled_vectors(self, names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+        sql = "SELECT t.embedding, i.name FROM templates t JOIN identities i ON i.id = t.identity_id"
+        if names is None:
+            rows = self._rows(sql + " ORDER BY t.id")
+        else:
+            rows = self._rows(sql + " WHERE i.name = ANY(%s) ORDER BY t.id", (list(names),))
+        return _stack([r[0] for r in rows], self._bound_dim()), [str(r[1]) for r in rows]
+
+    def _search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        def body(conn: Any) -> list[list[Candidate]]:
+            gen = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            if self._sized[0] != gen:
+                self._sized = (gen, int(conn.execute("SELECT count(*) FROM templates").fetchone()[0]))
+            n = self._sized[1]
+            if n == 0:
+                return [[] for _ in range(len(queries))]
+            out = []
+            for q in queries:
+                k = min(n, top_k * 4 + 16)
+                while True:
+                    vecs, owners = self._candidates(conn, q, k, exact=n <= EXACT_MAX_TEMPLATES)
+                    cands = best_per_name(vecs @ q, owners, top_k)
+                    if len(cands) >= top_k or k >= n:
+                        break
+                    k = min(n, k * 4)
+                out.append(cands)
+            return out
+
+        return self._run(body)
+
+    def _candidates(self, conn: Any, query: np.ndarray, k: int, exact: bool) -> tuple[np.ndarray, list[str]]:
+        """The ``k`` templates nearest ``query`` by inner product: exactly (a sequential scan), or
+        through HNSW. Their vectors come back for exact re-scoring."""
+        exact = exact or k > HNSW_EF_SEARCH_MAX
+        if exact:
+            conn.execute("SET LOCAL enable_indexscan = off")
+        else:
+            conn.execute("SET LOCAL enable_indexscan = on")
+            conn.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, int(k))}")
+        rows = conn.execute(
+            "SELECT c.embedding, i.name FROM (SELECT identity_id, embedding FROM templates"
+            " ORDER BY embedding <#> %s LIMIT %s) c JOIN identities i ON i.id = c.identity_id",
+            (query, int(k)),
+            binary=True,
+        ).fetchall()
+        return _stack([r[0] for r in rows], len(query)), [str(r[1]) for r in rows]
+
+    def _layout(self) -> dict[str, object]:
+        def body(conn: Any) -> dict[str, object]:
+            size = conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                (self._loc.schema,),
+            ).fetchone()[0]
+            version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            server = conn.execute("SHOW server_version").fetchone()[0]
+            return {"size": int(size), "pgvector": None if version is None else version[0], "server": server}
+
+        info = self._run(body)
+        n = self._counts()[1]
+        return {
+            "schema": self._loc.schema,
+            "schema_version": int(self._meta("schema_version") or 0),
+            "index_kind": "hnsw",
+            "search": "exact scan" if n <= EXACT_MAX_TEMPLATES else "hnsw",
+            "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+            "database_bytes": info["size"],
+            "pgvector_version": info["pgvector"],
+            "server_version": info["server"],
+        }
+
+    def _export(self) -> tuple[list[IdentityRecord], list[TemplateRecord]]:
+        def body(conn: Any) -> tuple[list[IdentityRecord], list[TemplateRecord]]:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            identities = conn.execute(
+                "SELECT name, created_at, updated_at FROM identities ORDER BY id"
+            ).fetchall()
+            templates = conn.execute(
+                "SELECT i.name, t.created_at, t.embedding, t.image_sha256, t.source, t.detector, t.box,"
+                " t.found_by FROM templates t JOIN identities i ON i.id = t.identity_id ORDER BY t.id",
+                binary=True,
+            ).fetchall()
+            return records(identities, [(t[0], t[1], t[2].to_numpy(), *t[3:]) for t in templates])
+
+        return self._run(body)
+
+    # ---- writes ------------------------------------------------------------------------------------
+    def _enroll(self, name: str, rows: list[TemplateRow], new: bool, add: bool) -> EnrollResult:
+        look_alikes = self._look_alikes(np.stack([r.vector for r in rows]), name)
+
+        def body(conn: Any) -> EnrollResult:
+            self._lock_names(conn, name)  # new/add and the duplicate check hold until the commit
+            row = conn.execute("SELECT id FROM identities WHERE name = %s", (name,)).fetchone()
+            count = None
+            if row is not None:
+                count = conn.execute(
+                    "SELECT count(*) FROM templates WHERE identity_id = %s", (row[0],)
+                ).fetchone()[0]
+            check_expected(name, count, new, add)
+            sha = rows[0].image_sha256
+            if sha and row is not None and conn.execute(
+                "SELECT 1 FROM templates WHERE identity_id = %s AND image_sha256 = %s LIMIT 1", (row[0], sha)
+            ).fetchone():  # fmt: skip
+                return EnrollResult(name, (), duplicate=True, templates=int(count or 0))
+            now = time.time()
+            ident = self._upsert_identity(conn, name, now)
+            ids = tuple(
+                conn.execute(
+                    "INSERT INTO templates(identity_id, embedding, image_sha256, source, detector, box,"
+                    " created_at, found_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (ident, r.vector, r.image_sha256, r.source, r.detector, r.box, now, r.found_by),
+                ).fetchone()[0]
+                for r in rows
+            )
+            total = int(count or 0) + len(ids)
+            return EnrollResult(name, ids, created=row is None, templates=total, look_alikes=look_alikes)
+
+        return self._run(body, write=True)
+
+    @staticmethod
+    def _upsert_identity(conn: Any, name: str, now: float) -> int:
+        return conn.execute(
+            "INSERT INTO identities(name, created_at, updated_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET updated_at = EXCLUDED.updated_at RETURNING id",
+            (name, now, now),
+        ).fetchone()[0]
+
+    def _enroll_many(self, names: list[str], vecs: np.ndarray) -> int:
+        def body(conn: Any) -> int:
+            now = time.time()
+            distinct = sorted(set(names))
+            got = conn.execute(
+                "INSERT INTO identities(name, created_at, updated_at) SELECT unnest(%s::text[]), %s, %s"
+                " ON CONFLICT (name) DO UPDATE SET updated_at = EXCLUDED.updated_at RETURNING name, id",
+                (distinct, now, now),
+            ).fetchall()
+            ids = dict(got)
+            self._copy_templates(
+                conn,
+                [(ids[n], v, None, None, None, None, now, None) for n, v in zip(names, vecs, strict=True)],
+            )
+            return len(vecs)
+
+        return self._run(body, write=True)
+
+    @staticmethod
+    def _copy_templates(conn: Any, rows: list[tuple]) -> None:
+        """Insert template rows ``(identity_id, vector, sha, source, detector, box, created_at, found_by)``
+        with one binary COPY (far faster than one INSERT each for bulk imports)."""
+        sql = (
+            "COPY templates (identity_id, embedding, image_sha256, source, detector, box, created_at,"
+            " found_by) FROM STDIN WITH (FORMAT BINARY)"
+        )
+        with conn.cursor().copy(sql) as copy:
+            copy.set_types(["int8", "vector", "text", "text", "text", "text", "float8", "text"])
+            for row in rows:
+                copy.write_row(row)
+
+    def _remove(self, name: str) -> int:
+        def body(conn: Any) -> int:
+            self._lock_names(conn, name)
+            row = conn.execute("SELECT id FROM identities WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                raise self._not_enrolled(name)
+            n = conn.execute("DELETE FROM templates WHERE identity_id = %s", (row[0],)).rowcount
+            conn.execute("DELETE FROM identities WHERE id = %s", (row[0],))
+            return int(n)
+
+        return self._run(body, write=True)
+
+    def _rename(self, old: str, new: str) -> None:
+        def body(conn: Any) -> None:
+            self._lock_names(conn, old, new)
+            row = conn.execute("SELECT id FROM identities WHERE name = %s", (old,)).fetchone()
+            if row is None:
+                raise self._not_enrolled(old)
+            if old == new:
+                return
+            if conn.execute("SELECT 1 FROM identities WHERE name = %s", (new,)).fetchone():
+                raise self._already_enrolled(new)
+            conn.execute(
+                "UPDATE identities SET name = %s, updated_at = %s WHERE id = %s", (new, time.time(), row[0])
+            )
+
+        self._run(body, write=True)
+
+    def _import(self, identities: list[IdentityRecord], templates: list[TemplateRecord]) -> int:
+        def body(conn: Any) -> int:
+            for r in identities:
+                conn.execute(
+                    "INSERT INTO identities(name, created_at, updated_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (r.name, r.created_at, r.updated_at),
+                )
+            listed = {r.name for r in identities}
+            for t in templates:
+                if t.name not in listed:
+                    listed.add(t.name)
+                    self._upsert_identity(conn, t.name, t.created_at)
+            ids = dict(conn.execute("SELECT name, id FROM identities").fetchall())
+            have = {
+                (ident, emb.to_numpy().tobytes())
+                for ident, emb in conn.execute("SELECT identity_id, embedding FROM templates", binary=True)
+            }
+            rows = []
+            for t in templates:
+                key = (ids[t.name], np.asarray(t.vector, np.float32).tobytes())
+                if key not in have:
+                    have.add(key)
+                    rows.append(
+                        (
+                            key[0],
+                            t.vector,
+                            t.image_sha256,
+                            t.source,
+                            t.detector,
+                            t.box,
+                            t.created_at,
+                            t.found_by,
+                        )
+                    )
+            self._copy_templates(conn, rows)
+            return len(rows)
+
+        return self._run(body, write=True)
+
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {schema}.meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS {schema}.identities (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS {schema}.templates (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        identity_id bigint NOT NULL REFERENCES {schema}.identities(id) ON DELETE CASCADE,
+        embedding vector NOT NULL,
+        image_sha256 text,
+        source text,
+        detector text,
+        box text,
+        created_at double precision NOT NULL,
+        found_by text)""",
+    "CREATE INDEX IF NOT EXISTS templates_identity ON {schema}.templates (identity_id, image_sha256)",
+)
+
+
+def upgrade(conn: Any, schema: str) -> int:
+    """Bring ``schema`` to :data:`SCHEMA_VERSION` with the steps of :data:`MIGRATIONS`, in one
+    transaction under the schema's advisory lock (a second upgrader finds the work done). Returns the
+    version it found."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{schema}\x1fupgrade",))
+        found = int(
+            conn.execute(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'").fetchone()[0]
+        )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS.get(version, ()):
+                conn.execute(statement.format(schema=schema))
+        conn.execute(
+            f"UPDATE {schema}.meta SET value = %s WHERE key = 'schema_version'",
+            (str(max(found, SCHEMA_VERSION)),),
+        )
+    return found
+
+
+@contextlib.contextmanager
+def _direct(loc: PgLocation) -> Iterator[Any]:
+    """One short-lived connection (opening, checking, creating), its errors as one line."""
+    psycopg, _, _ = _modules()
+    try:
+        conn = psycopg.connect(loc.conninfo, autocommit=True, connect_timeout=max(1, round(timeout())))
+    except psycopg.Error as exc:
+        raise GalleryError(
+            f"{loc.display}: cannot connect to PostgreSQL ({_one_line(exc, loc.password)})"
+        ) from None
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise GalleryError(f"{loc.display}: {_one_line(exc, loc.password)}") from None
+    finally:
+        conn.close()
+
+
+def _schema_exists(conn: Any, schema: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'meta'",
+            (schema,),
+        ).fetchone()
+        is not None
+    )
+
+
+def _stack(vectors: list[Any], dim: int) -> np.ndarray:
+    """pgvector values as an (n, dim) float32 array."""
+    if not vectors:
+        return np.empty((0, dim), np.float32)
+    return np.stack([v.to_numpy() for v in vectors]).astype(np.float32, copy=False)
