@@ -30,13 +30,21 @@ from facestyle.cli._common import (
 )
 from facestyle.errors import EXIT_NO_MATCH, EXIT_OK
 
+
+def gallery_location(value: str) -> str:
+    """``--gallery`` as given: a directory, or a ``postgresql://`` URL (a Path would fold its ``//``)."""
+    return value
+
+
 GalleryOpt = typer.Option(
     None,
     "--gallery",
     "-g",
-    help="Gallery directory (default: $FACESTYLE_GALLERY, else ./gallery).",
+    help="Gallery: a directory, or postgresql://user@host:5432/db?gallery=NAME (PostgreSQL + pgvector; "
+    "password from ~/.pgpass or $PGPASSWORD). Default: $FACESTYLE_GALLERY, else ./gallery.",
     show_default=False,
-    readable=False,
+    parser=gallery_location,
+    metavar="DIR|URL",
 )
 ModelOpt = typer.Option(
     None,
@@ -63,7 +71,7 @@ ThresholdOpt = typer.Option(
 
 
 def _open_for_photos(
-    gallery: Path | None,
+    gallery: str | None,
     model: str | None,
     detector: str,
     device: str | None,
@@ -216,7 +224,7 @@ def verify(
     image: Path = typer.Argument(..., help="A photo (its largest face is checked).", readable=False),
     threshold: float | None = ThresholdOpt,
     stranger_rate: float = StrangerRateOpt,
-    gallery: Path | None = GalleryOpt,
+    gallery: str | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
     crop: str = CropOpt,
@@ -246,7 +254,7 @@ def identify(
     top_k: int = typer.Option(5, "--top-k", "-k", help="Candidates listed per face."),
     threshold: float | None = ThresholdOpt,
     stranger_rate: float = StrangerRateOpt,
-    gallery: Path | None = GalleryOpt,
+    gallery: str | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
     crop: str = CropOpt,
@@ -273,11 +281,12 @@ def identify(
 
 
 # ---- gallery maintenance (no torch needed) -------------------------------------------------------
-gallery_app = typer.Typer(help="Inspect and maintain a gallery: list, show, remove, rename, stats, rebuild.",
+gallery_app = typer.Typer(help="Inspect and maintain a gallery: list, show, remove, rename, stats, rebuild, "
+                          "migrate.",
                           no_args_is_help=True)  # fmt: skip
 
 
-def _open(gallery: Path | None, write: bool = False, stranger_rate: float = 0.05):
+def _open(gallery: str | None, write: bool = False, stranger_rate: float = 0.05):
     from facestyle.gallery import Gallery
 
     return Gallery.open(
@@ -287,7 +296,7 @@ def _open(gallery: Path | None, write: bool = False, stranger_rate: float = 0.05
 
 
 @gallery_app.command("list")
-def list_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
+def list_cmd(gallery: str | None = GalleryOpt, json: bool = JsonOpt) -> None:
     """Enrolled names with their number of templates."""
     with user_errors(), _open(gallery) as g:
         counts = g.template_counts()
@@ -299,9 +308,7 @@ def list_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
 
 
 @gallery_app.command("show")
-def show_cmd(
-    name: str = typer.Argument(...), gallery: Path | None = GalleryOpt, json: bool = JsonOpt
-) -> None:
+def show_cmd(name: str = typer.Argument(...), gallery: str | None = GalleryOpt, json: bool = JsonOpt) -> None:
     """One identity: its templates with source file name, image SHA-256, detector (and how the face was
     found), box and date."""
     with user_errors(), _open(gallery) as g:
@@ -320,7 +327,7 @@ def show_cmd(
 
 @gallery_app.command("remove")
 def remove_cmd(
-    name: str = typer.Argument(...), gallery: Path | None = GalleryOpt, json: bool = JsonOpt
+    name: str = typer.Argument(...), gallery: str | None = GalleryOpt, json: bool = JsonOpt
 ) -> None:
     """Remove NAME and all its templates."""
     with user_errors(), _open(gallery, write=True) as g:
@@ -335,7 +342,7 @@ def remove_cmd(
 def rename_cmd(
     old: str = typer.Argument(...),
     new: str = typer.Argument(...),
-    gallery: Path | None = GalleryOpt,
+    gallery: str | None = GalleryOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Rename OLD to NEW (NEW must not be enrolled)."""
@@ -349,7 +356,7 @@ def rename_cmd(
 
 @gallery_app.command("stats")
 def stats_cmd(
-    gallery: Path | None = GalleryOpt, stranger_rate: float = StrangerRateOpt, json: bool = JsonOpt
+    gallery: str | None = GalleryOpt, stranger_rate: float = StrangerRateOpt, json: bool = JsonOpt
 ) -> None:
     """Counts, model, threshold (and where it comes from), index layout and file sizes."""
     with user_errors(), _open(gallery, stranger_rate=stranger_rate) as g:
@@ -362,7 +369,7 @@ def stats_cmd(
 
 
 @gallery_app.command("rebuild")
-def rebuild_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None:
+def rebuild_cmd(gallery: str | None = GalleryOpt, json: bool = JsonOpt) -> None:
     """Rebuild the search index from the database (it is a cache; this is always safe)."""
     with user_errors(), _open(gallery, write=True) as g:
         n = g.rebuild()
@@ -371,6 +378,39 @@ def rebuild_cmd(gallery: Path | None = GalleryOpt, json: bool = JsonOpt) -> None
             print_json({"rebuilt": str(g.path), "templates": n, "index_kind": kind})
         else:
             out.print(f"rebuilt the {kind} index of {g.path} ({n} templates)")
+
+
+@gallery_app.command("migrate")
+def migrate_cmd(
+    source: str = typer.Argument(
+        ...,
+        help="The gallery to copy (a directory or a postgresql:// URL).",
+        parser=gallery_location,
+        metavar="SRC",
+    ),
+    destination: str = typer.Argument(
+        ...,
+        help="Where to copy it (created if missing; a directory or a postgresql:// URL).",
+        parser=gallery_location,
+        metavar="DST",
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Copy a gallery between backends (a directory to PostgreSQL and back): identities, templates with
+    their metadata, the model binding and a stored threshold. SRC is only read; a DST bound to another
+    model is refused; into a DST of the same model the copy merges (copying twice adds nothing)."""
+    with user_errors():
+        from facestyle.gallery.migrate import migrate
+
+        report = migrate(source, destination, on_note=note)
+        if json:
+            print_json(report.to_dict())
+        else:
+            out.print(
+                f"copied {report.identities} identities and {report.templates} templates "
+                f"({report.templates_added} new) from {report.source} ({report.source_backend}) to "
+                f"{report.destination} ({report.destination_backend}); model {report.model}"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -164,8 +164,13 @@ def calibrate_cmd(
         ..., help="A pairs file (LFW or CSV) or a folder-per-identity directory.", readable=False
     ),
     far: float = typer.Option(1e-3, "--far", help="Target false-accept rate."),
-    gallery: Path | None = typer.Option(
-        None, "--gallery", "-g", help="Gallery to store the threshold in.", readable=False
+    gallery: str | None = typer.Option(
+        None,
+        "--gallery",
+        "-g",
+        help="Gallery to store the threshold in: a directory or a postgresql:// URL.",
+        parser=str,
+        metavar="DIR|URL",
     ),
     images: Path | None = typer.Option(
         None, "--images", help="Images root for an LFW pairs file.", readable=False
