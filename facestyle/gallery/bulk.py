@@ -239,9 +239,12 @@ class BulkRow:
 
 @dataclass
 class BulkReport:
-    """Every photo's row (in input order) and how the run went. ``stages``: seconds spent planning
-    (hashing), waiting for found faces, embedding and writing, in the main process; and the summed
-    seconds the finders (workers, or this process) spent decoding and finding faces."""
+    """Every photo's row (in input order) and how the run went. ``stages``: wall seconds the main
+    process spent planning (hashing), waiting for found faces, embedding and writing; wall seconds the
+    finders (workers, or this process) spent decoding and finding faces, summed over photos; and CPU
+    seconds: the finders' (``find_cpu``) and the main process's (``main_cpu``, all its threads; with
+    no workers it includes the finding). CPU seconds per photo say what a run costs whatever else
+    the machine is doing; wall seconds say what it took."""
 
     rows: list[BulkRow]
     seconds: float
@@ -292,6 +295,7 @@ class _Found:
     reason: str | None = None
     decode_s: float = 0.0
     find_s: float = 0.0
+    cpu_s: float = 0.0  # CPU seconds of the finder's thread for this photo
 
 
 class _FindFaces:
@@ -311,6 +315,12 @@ class _FindFaces:
         return len(self.paths)
 
     def __getitem__(self, k: int) -> _Found:
+        c0 = time.thread_time()
+        found = self._find(k)
+        found.cpu_s = time.thread_time() - c0
+        return found
+
+    def _find(self, k: int) -> _Found:
         t0 = time.perf_counter()
         try:
             image = load_image(self.paths[k])
@@ -418,7 +428,8 @@ def enroll_rows(
     finder = getattr(pipe, "finder", None) or pipe.detector
     if workers and _on_accelerator(finder):
         workers = 0  # a forked worker cannot use the parent's CUDA context: find faces here
-    stages = dict.fromkeys(("plan", "wait", "embed", "write", "decode", "find"), 0.0)
+    stages = dict.fromkeys(("plan", "wait", "embed", "write", "decode", "find", "find_cpu", "main_cpu"), 0.0)
+    cpu0 = time.process_time()
     done: list[BulkRow] = []
 
     def emit(row: BulkRow) -> BulkRow:
@@ -439,6 +450,7 @@ def enroll_rows(
         if autosave:
             gallery.autosave = True
         gallery.flush()
+        stages["main_cpu"] = time.process_time() - cpu0
     done.sort(key=lambda r: r.index)
     return BulkReport(done, time.perf_counter() - t_start, workers, batch_size, stages)
 
@@ -520,6 +532,7 @@ def _run(
             break
         stages["decode"] += found.decode_s
         stages["find"] += found.find_s
+        stages["find_cpu"] += found.cpu_s
         item = todo[found.k]
         if found.status == "ok":
             pending.append((item, found))
