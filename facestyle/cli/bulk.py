@@ -156,7 +156,8 @@ def _run(specs, largest, gallery, model, detector, crop, device, workers, batch_
 
 def _summary_line(s: dict) -> str:
     """The human summary: what was enrolled, what was not and why, and how fast."""
-    parts = [f"enrolled {s['ok']} photo(s) of {s['identities']} people ({s['created']} new)"]
+    people = "person" if s["identities"] == 1 else "people"
+    parts = [f"enrolled {s['ok']} photo(s) of {s['identities']} {people} ({s['created']} new)"]
     for key, words in (
         ("duplicate", "already enrolled (skipped)"),
         ("no_face", "without a face"),
