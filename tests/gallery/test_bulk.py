@@ -220,3 +220,29 @@ def test_a_loose_photo_in_the_people_folder_is_accounted_for(people: Path, att_d
     loose = [s for s in specs if s.name is None]
     assert [Path(s.path).name for s in loose] == ["loose.pgm"]
     assert "not in a person's folder" in str(loose[0].problem)
+
+
+@pytest.mark.parametrize("backend", ["directory", "postgresql"])
+def test_resumable_on_each_backend(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, att_dir: Path, face_pipeline
+) -> None:
+    """Only the public Gallery methods are used, so a PostgreSQL gallery behaves the same."""
+    where: Path | str = tmp_path / "g"
+    if backend == "postgresql":
+        try:
+            server = request.getfixturevalue("pg_server")
+            from pg_helpers import new_pg_url
+        except (pytest.FixtureLookupError, ImportError):
+            pytest.skip("this checkout has no PostgreSQL gallery test server (pg_server)")
+        where = new_pg_url(server, "bulk")
+    rows = [(f"s{s}", att_dir / f"s{s}" / f"{k}.pgm") for s in (11, 12) for k in (1, 2)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with Gallery.open(where, pipeline=face_pipeline, autosave=False) as g:
+        first = enroll_rows(g, [*rows[:2], ("s12", broken)], workers=1)
+        assert [r.status for r in first.rows] == ["ok", "ok", "error"]
+    with Gallery.open(where, pipeline=face_pipeline, autosave=False) as g:  # a new run, all rows
+        again = enroll_rows(g, [*rows, ("s12", broken)], workers=1)
+        assert [r.status for r in again.rows] == ["duplicate", "duplicate", "ok", "ok", "error"]
+        assert g.template_counts() == {"s11": 2, "s12": 2}
+        assert g.image_hashes() == {(n, file_sha256(p)) for n, p in rows}
