@@ -45,6 +45,7 @@ GalleryOpt = typer.Option(
     show_default=False,
     parser=gallery_location,
     metavar="DIR|URL",
+    readable=False,  # where a command still annotates it as a Path, typer must not check it
 )
 ModelOpt = typer.Option(
     None,

@@ -136,13 +136,19 @@ def parse_url(url: str) -> PgLocation:
     user, colon, password = userinfo.partition(":")
     password = urllib.parse.unquote(password) or next((v for k, v in rest if k == "password"), "")
     shown_query = _query([(k, v) for k, v in rest if k != "password"] + [(GALLERY_PARAM, name)])
-    shown = urllib.parse.urlunsplit((parts.scheme, f"{user}{at}{hosts}", parts.path, shown_query, ""))
+    shown = _url(parts.scheme, f"{user}{at}{hosts}", parts.path, shown_query)
     if not _NAME.match(name):
         raise GalleryError(
             f"{shown}: gallery name {name!r} must be 1-48 of a-z, 0-9 and _ (it names a schema)"
         )
-    conninfo = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, _query(rest), ""))
+    conninfo = _url(parts.scheme, parts.netloc, parts.path, _query(rest))
     return PgLocation(conninfo, SCHEMA_PREFIX + name, shown, password)
+
+
+def _url(scheme: str, netloc: str, path: str, query: str) -> str:
+    """A URL put back together, keeping ``//`` with an empty host (``postgresql:///db`` is a local
+    socket; urlunsplit would drop the slashes and libpq would read it as a keyword string)."""
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _query(pairs: list[tuple[str, str]]) -> str:
