@@ -65,16 +65,18 @@ def att_vectors(att_dir: Path) -> dict[str, np.ndarray]:
     return {k: np.stack([rows[str(p)][0] for p in ps if rows[str(p)][1]]) for k, ps in files.items()}
 
 
-def _gallery(tmp_path: Path, people: dict[str, np.ndarray], names: list[str], **kw) -> Gallery:
-    g = Gallery.open(tmp_path / "g", model="dlib-resnet-v1", dim=128, **kw)
+def _gallery(where: Path | str, people: dict[str, np.ndarray], names: list[str], **kw) -> Gallery:
+    """A gallery at ``where`` (a directory for a ``tmp_path``: ``where/g``, or a URL) with the first
+    photo of each of ``names``."""
+    g = Gallery.open(where / "g" if isinstance(where, Path) else where, model="dlib-resnet-v1", dim=128, **kw)
     for name in names:
         g.enroll(name, people[name][:1])
     return g
 
 
-def test_att_twenty_enrolled_refuses_strangers(att_vectors, tmp_path: Path) -> None:
+def test_att_twenty_enrolled_refuses_strangers(att_vectors, where: Path | str) -> None:
     enrolled = [f"s{i}" for i in range(1, 21)]
-    with _gallery(tmp_path, att_vectors, enrolled) as g:
+    with _gallery(where, att_vectors, enrolled) as g:
         info = g.threshold_info()
         assert info.adapted and info.source == "gallery (N=20, target stranger rate 0.05)"
         assert info.threshold == pytest.approx(0.935, abs=0.003)  # measured 0.9353
@@ -97,9 +99,10 @@ def test_att_twenty_enrolled_refuses_strangers(att_vectors, tmp_path: Path) -> N
         assert (stats["threshold"], stats["threshold_source"]) == (info.threshold, info.source)
 
 
-def test_precedence_explicit_then_stored_then_gallery_then_default(att_vectors, tmp_path: Path) -> None:
+def test_precedence_explicit_then_stored_then_gallery_then_default(att_vectors, where: Path | str) -> None:
     enrolled = [f"s{i}" for i in range(1, 11)]
-    with _gallery(tmp_path, att_vectors, enrolled) as g:
+    location = where / "g" if isinstance(where, Path) else where
+    with _gallery(where, att_vectors, enrolled) as g:
         adapted = g.threshold_info()
         assert adapted.adapted and adapted.threshold > DEFAULT
         assert g.threshold_info(0.5).threshold == 0.5 and g.threshold_info(0.5).source == "given"
@@ -113,13 +116,13 @@ def test_precedence_explicit_then_stored_then_gallery_then_default(att_vectors, 
         assert g.threshold_info().source == "gallery (N=11, target stranger rate 0.05)"
         g.remove("s11")
         assert g.threshold_info() == adapted
-    with Gallery.open(tmp_path / "g", stranger_rate=None) as g:
+    with Gallery.open(location, stranger_rate=None) as g:
         off = g.threshold_info()
         assert (off.threshold, off.source) == (DEFAULT, "model default (adaptation off)")
-    with Gallery.open(tmp_path / "g", stranger_rate=0.01) as g:
+    with Gallery.open(location, stranger_rate=0.01) as g:
         assert g.threshold_info().threshold > adapted.threshold
     with pytest.raises(ParameterError, match="stranger_rate=2 must be between 0 and 1"):
-        Gallery.open(tmp_path / "g", stranger_rate=2)
+        Gallery.open(location, stranger_rate=2)
 
 
 def test_a_small_gallery_keeps_the_default_and_says_why(att_vectors, tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ def _near(v: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture
-def gallery(tmp_path: Path):
-    with Gallery.open(tmp_path / "g", model="test", dim=DIM) as g:
+def gallery(where: Path | str):
+    with Gallery.open(where, model="test", dim=DIM) as g:
         yield g
 
 
