@@ -354,11 +354,23 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def _quiet_worker(_: int) -> None:
-    """Each worker on one thread (torch sets its own to 1; OpenCV's pool would fight the others)."""
+@contextlib.contextmanager
+def _serial_opencv() -> Iterator[None]:
+    """OpenCV on one thread while workers are forked and run, as it was after.
+
+    Set in this process, before the fork: a forked worker inherits OpenCV's thread pool without its
+    threads, and reconfiguring it there (``cv2.setNumThreads`` in the worker) waits forever on a
+    condition variable those threads held (seen: a test run hung in ``pthread_cond_destroy``). With
+    one thread OpenCV never touches its pool, in the workers or here.
+    """
     import cv2
 
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _found_stream(dataset: _FindFaces, workers: int) -> Iterator[_Found]:
@@ -375,10 +387,10 @@ def _found_stream(dataset: _FindFaces, workers: int) -> Iterator[_Found]:
         shuffle=False,
         num_workers=min(workers, len(dataset)),
         collate_fn=_as_is,
-        worker_init_fn=_quiet_worker,
         prefetch_factor=8,
     )
-    yield from loader
+    with _serial_opencv():
+        yield from loader
 
 
 # ---------------------------------------------------------------------------------------- the run

@@ -399,6 +399,11 @@ class PostgresGallery(Gallery):
         rows = self._rows("SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM templates)")
         return int(rows[0][0]), int(rows[0][1])
 
+    def _last_template_id(self) -> int:
+        # The identity sequence, not max(id): removing the newest template must not lower it.
+        rows = self._rows("SELECT pg_sequence_last_value(pg_get_serial_sequence('templates', 'id'))")
+        return int(rows[0][0] or 0)
+
     def _template_count(self, name: str) -> int | None:
         rows = self._rows(
             "SELECT (SELECT count(*) FROM templates t WHERE t.identity_id = i.id) FROM identities i"

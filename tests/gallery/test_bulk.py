@@ -246,3 +246,28 @@ def test_resumable_on_each_backend(
         assert [r.status for r in again.rows] == ["duplicate", "duplicate", "ok", "ok", "error"]
         assert g.template_counts() == {"s11": 2, "s12": 2}
         assert g.image_hashes() == {(n, file_sha256(p)) for n, p in rows}
+
+
+def test_workers_start_after_this_process_used_opencv_threads(tmp_path: Path, att_dir: Path) -> None:
+    """A forked worker inherits OpenCV's thread pool without its threads; reconfiguring it there hung
+    forever (pthread_cond_destroy). Run in a child interpreter, so a regression fails, not hangs."""
+    code = f"""
+import cv2, numpy as np
+from facestyle.api import FacePipeline
+from facestyle.gallery import Gallery
+from facestyle.gallery.bulk import enroll_rows
+cv2.setNumThreads(2)
+big = np.zeros((2000, 2000, 3), np.uint8)
+for _ in range(3):  # OpenCV's pool is up and its threads are waiting
+    cv2.warpAffine(big, np.float32([[1, 0, 1], [0, 1, 1]]), (2000, 2000))
+rows = [("s20", {str(att_dir / "s20" / "1.pgm")!r}), ("s21", {str(att_dir / "s21" / "1.pgm")!r})]
+with Gallery.open({str(tmp_path / "g")!r}, pipeline=FacePipeline(), autosave=False) as g:
+    report = enroll_rows(g, rows, workers=2)
+print(report.counts["ok"], cv2.getNumThreads())
+"""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "2"]  # both enrolled, OpenCV's threads as they were
