@@ -487,6 +487,10 @@ class DirectoryGallery(Gallery):
         with self._db:
             return self._store.counts()
 
+    def _last_template_id(self) -> int:
+        with self._db:
+            return self._store.last_template_id()
+
     def _template_count(self, name: str) -> int | None:
         with self._db:
             ident = self._store.identity_id(name)

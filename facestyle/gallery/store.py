@@ -323,6 +323,11 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def last_template_id(self) -> int:
+        """The highest template id AUTOINCREMENT has given (kept after removals), 0 for none."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'templates'").fetchone()
+        return 0 if row is None else int(row[0])
+
     def image_hashes(self) -> set[tuple[str, str]]:
         """(identity name, content hash) of every template enrolled from a known photo."""
         rows = self.conn.execute(

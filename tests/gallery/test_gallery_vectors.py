@@ -302,7 +302,8 @@ def test_enroll_many_is_one_transaction(where: Path | str) -> None:
     with Gallery.open(where, model=MODEL, dim=16) as g:
         gen = g.stats()["generation"]
         assert g.enroll_many(names, x) == 30
-        assert g.stats()["generation"] == gen + 1
+        # one write for the 30 templates, then one for the impostor estimate they renew
+        assert g.stats()["generation"] == gen + 2
         assert g.template_counts() == {f"p{i}": 3 for i in range(10)}
         with pytest.raises(UsageError):
             g.enroll_many(["ok", "bad\nname"], x[:2])  # refused before anything is written
