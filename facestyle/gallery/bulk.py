@@ -71,8 +71,9 @@ STATUSES = ("ok", "duplicate", "no_face", "several_faces", "error")
 #: close behind the photos).
 DEFAULT_BATCH_SIZE = 32
 
-#: Most worker processes chosen by default: on a 2-core machine, 2 workers and the main process
-#: embedding measured fastest (docs/bulk-enrollment.md); more only add memory (each holds MTCNN).
+#: Most worker processes chosen by default: on the 2-core machine measured, 2 workers beside the main
+#: process's embedding were fastest (docs/bulk-enrollment.md). Larger machines are not measured: pass
+#: ``workers`` there (face finding is ~85% of the CPU, so up to one worker per core should pay).
 MAX_DEFAULT_WORKERS = 2
 
 
