@@ -462,8 +462,11 @@ def enroll_rows(
     finally:
         if autosave:
             gallery.autosave = True
-        gallery.flush()
-        stages["main_cpu"] = time.process_time() - cpu0
+    # The index once, for the whole run. Not after a failure: what was committed is safe without it
+    # (whoever opens the gallery next catches the index up), and a gallery that just failed (locked
+    # for too long, say) would only fail again.
+    gallery.flush()
+    stages["main_cpu"] = time.process_time() - cpu0
     done.sort(key=lambda r: r.index)
     return BulkReport(done, time.perf_counter() - t_start, workers, batch_size, stages)
 
