@@ -19,15 +19,23 @@ found), the 10-fold pairs accuracy on the cropped DevTest pairs (``facestyle eva
 metrics; over the pairs whose two crops gave a face, and that count), and AT&T one-shot identify rank-1
 (photo 1 of each person enrolled from its crop, the other nine identified from theirs; a probe without a
 face counts as a miss). The first rows are the uncropped photos under ``detect`` and ``auto`` (no
-loss allowed), the last the faceless images in the shared style data under ``auto``.
+loss allowed), the last the faceless images in the shared style data under ``auto``, with the margin of
+``auto``'s gate: each faceless image's face score, and how many of 672 face-shaped tiles cut from them
+pass the gate. Two kinds of reference rows use the uncropped photo's own landmarks instead of finding
+them: "(reference landmarks)" is what the crop itself costs; "(... grey chip fill)" is the same with
+the chip filled mid-grey where it reaches past the crop (as the embedder cuts it today, the crop's edge
+is repeated there), for whoever owns alignment; on the uncropped photos it is the no-loss check of that
+fill. ``--fit-box`` fits the detector box around five landmarks that ``auto`` and ``whole`` refine
+landmarks on (facestyle/detect/finding.py's ``BOX_FROM_MARKS``, ``BOX_ABOVE_MARKS``) and stops.
 
 Usage::
 
     python benchmarks/tight_crops.py [--data ../shared/data] [--pairs N] [--att-subjects N] [--json out.json]
+    python benchmarks/tight_crops.py --fit-box
 
 ``--pairs 200 --att-subjects 10 --padding-photos 50`` is a quick look; the full run (1000 pairs, 40
-people, 300 photos per set for the borders table) takes about 13 minutes on 2 lightly loaded CPU cores
-and 29 on very busy ones. docs/face-finding.md has its table and what it means.
+people, 300 photos per set for the borders table) takes about 15 minutes on 2 lightly loaded CPU cores
+and 35 on very busy ones. docs/face-finding.md has its table and what it means.
 """
 
 from __future__ import annotations
@@ -47,8 +55,16 @@ sys.path.insert(0, str(REPO))
 
 from facestyle.align.landmarks import landmarks_of  # noqa: E402
 from facestyle.api import FacePipeline  # noqa: E402
-from facestyle.detect.faces import choose_face  # noqa: E402
-from facestyle.detect.finding import CROP_MODES, PAD_FRACTION, PADDED_MIN_FILL, FaceFinder  # noqa: E402
+from facestyle.detect.faces import Face, choose_face  # noqa: E402
+from facestyle.detect.finding import (  # noqa: E402
+    CROP_MODES,
+    PAD_FRACTION,
+    PADDED_MIN_FILL,
+    WHOLE_MIN_SCORE,
+    FaceFinder,
+    plausible_crop,
+    whole_face,
+)
 from facestyle.detect.mtcnn_stages import onet_refine  # noqa: E402
 from facestyle.embed.features import face_finder  # noqa: E402
 from facestyle.eval import metrics  # noqa: E402
@@ -58,6 +74,8 @@ from facestyle.eval.pairs_file import PairList, read_pairs  # noqa: E402
 from facestyle.io.images import load_image  # noqa: E402
 
 KS = (1.2, 1.4, 1.6)
+#: Style images that are portraits (the detector finds the face): left out of the faceless tiles.
+PORTRAITS = ("woman-with-hat-matisse.jpg",)
 SIDE_K = 1.4
 PAD_BORDERS = (0, 128, "edge", "reflect")  # black, grey, repeated edge, mirrored
 UNCROPPED_PAIRS = 0.9870  # `facestyle eval pairs` on pairsDevTest.txt, MTCNN + dlib-resnet-v1
@@ -88,6 +106,64 @@ def landmark_error(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean distance of the five landmarks, as a fraction of the true inter-ocular distance."""
     iod = float(np.linalg.norm(truth[0] - truth[1]))
     return float(np.linalg.norm(found - truth, axis=1).mean() / iod)
+
+
+def plausible_crop_geometry(face, shape) -> bool:
+    """:func:`plausible_crop` without the score: do the landmarks look like a face filling the frame?"""
+    return plausible_crop(Face(face.box, 1.0, face.landmarks), shape)
+
+
+def tiles(image: np.ndarray) -> list[np.ndarray]:
+    """48 face-crop-shaped tiles (width 0.9 x height) of an image: a 4 x 4 grid at each of three sizes
+    (1/2, 1/3 and 1/4 of the short side). Faceless tiles are a harder test of the ``auto`` gate than
+    the whole image: many look like nothing O-Net has seen."""
+    h, w = image.shape[:2]
+    out = []
+    for frac in (0.5, 0.33, 0.25):
+        side = int(min(h, w) * frac)
+        width = int(side * 0.9)
+        for y in np.linspace(0, h - side, 4).astype(int):
+            for x in np.linspace(0, w - width, 4).astype(int):
+                out.append(np.ascontiguousarray(image[y : y + side, x : x + width]))
+    return out
+
+
+def grey_filled(image: np.ndarray, marks: np.ndarray, fill: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """The image inside a mid-grey border as wide as its longer side, and the landmarks moved with it:
+    a chip cut from it is grey, not the image's edge repeated, where it reaches past the image."""
+    m = max(image.shape[:2])
+    out = np.pad(image, ((m, m), (m, m), (0, 0)), mode="constant", constant_values=fill)
+    return out, marks + m
+
+
+def fit_detector_box(paths: list[Path], detector) -> None:
+    """Print the box MTCNN draws around a face as a function of its five landmarks (the constants
+    ``BOX_FROM_MARKS`` and ``BOX_ABOVE_MARKS`` of facestyle/detect/finding.py): side = a * eye distance
+    + b * eyes-to-mouth distance (least squares), and the box centre's height above the landmarks'
+    mean as a fraction of the side (median)."""
+    from facestyle.detect.mtcnn_stages import squared
+
+    rows, sides, above = [], [], []
+    for p in paths:
+        img = load_image(p)
+        face = choose_face(detector.detect(img), img.shape, "central")
+        if face is None:
+            continue
+        marks = landmarks_of(face)
+        box = squared(np.r_[np.asarray(face.box, np.float64), 0.0][None])[0, :4]
+        iod = np.linalg.norm(marks[1] - marks[0])
+        eye_mouth = np.linalg.norm((marks[3] + marks[4]) / 2 - (marks[0] + marks[1]) / 2)
+        side = box[2] - box[0]
+        rows.append([iod, eye_mouth])
+        sides.append(side)
+        above.append((marks[:, 1].mean() - (box[1] + box[3]) / 2) / side)
+    x, y = np.array(rows), np.array(sides)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    err = np.median(np.abs(x @ coef / y - 1))
+    print(
+        f"{len(y)} photos: side = {coef[0]:.2f} * iod + {coef[1]:.2f} * eye_mouth (median error "
+        f"{100 * err:.1f}%); centre above the landmarks' mean by {np.median(above):.3f} of the side"
+    )
 
 
 def subset_pairs(pairs: PairList, n: int) -> PairList:
@@ -197,6 +273,12 @@ def main() -> None:
         default=300,
         help="photos per crop set for the table of padded re-detection borders (0: no such table)",
     )
+    parser.add_argument(
+        "--fit-box",
+        action="store_true",
+        help="only fit the detector box around five landmarks on 350 DevTrain photos (finding.py's "
+        "BOX_FROM_MARKS, BOX_ABOVE_MARKS) and print it",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     args = parser.parse_args()
@@ -207,6 +289,10 @@ def main() -> None:
     os.environ.setdefault("FACESTYLE_HOME", "/tmp/facestyle-tight-crops")  # no cache is written anyway
     t0 = time.perf_counter()
     lfw = args.data / "faces" / "lfw-view1"
+    if args.fit_box:
+        train = read_pairs(lfw / "pairsDevTrain.txt", lfw / "images").image_paths()[::6][:350]
+        fit_detector_box(train, FacePipeline(crop="detect").detector)
+        return
     pairs = subset_pairs(read_pairs(lfw / "pairsDevTest.txt", lfw / "images"), args.pairs)
     lfw_paths = pairs.image_paths()
     row = {p: i for i, p in enumerate(lfw_paths)}
@@ -262,6 +348,11 @@ def main() -> None:
     ]
     fb, errs, emb, _ = run_set_grouped(runner, images, truths, choices, "auto")
     record("uncropped", "auto", fb, errs, emb, len(images))
+    ok = [i for i, t in enumerate(truths) if t is not None]
+    emb = np.full((len(images), pipe.embedder.embedding_size), np.nan, np.float32)
+    emb[ok] = runner.embed([grey_filled(images[i], truths[i]) for i in ok])
+    fb = ["reference" if t is not None else None for t in truths]
+    record("uncropped", "(detect, grey chip fill)", fb, np.zeros(0), emb, len(images))
 
     # The tight crops (made only where the uncropped photo has landmarks; the others count as not found).
     crop_sets = []
@@ -287,6 +378,10 @@ def main() -> None:
         emb[ok] = runner.embed([(crops[i], local[i]) for i in ok])
         fb = ["reference" if c is not None else None for c in crops]
         record(name, "(reference landmarks)", fb, np.zeros(0), emb, n_crops)
+        # The same with the chip filled grey beyond the crop instead of the crop's edge repeated.
+        emb = np.full((len(crops), pipe.embedder.embedding_size), np.nan, np.float32)
+        emb[ok] = runner.embed([grey_filled(crops[i], local[i]) for i in ok])
+        record(name, "(reference landmarks, grey chip fill)", fb, np.zeros(0), emb, n_crops)
 
     # The padded re-detection alone, with each border, on evenly spaced photos of each crop set.
     padding = []
@@ -318,6 +413,19 @@ def main() -> None:
     style = {}
     for mode in CROP_MODES:
         style[mode] = sum(runner.find(load_image(p), mode, "largest") is None for p in style_paths)
+    # The auto gate's margin: the whole-image face score of each faceless image, and how many tiles cut
+    # from them pass the gate (the portrait, whose face the detector finds, is left out of the tiles).
+    onet = runner.finders["auto"].onet
+    style_scores, tile_pass, n_tiles = {}, 0, 0
+    for p in style_paths:
+        img = load_image(p)
+        face = whole_face(img, onet)
+        style_scores[p.name] = face.score if plausible_crop_geometry(face, img.shape) else 0.0
+        if p.name in PORTRAITS:
+            continue
+        for tile in tiles(img):
+            n_tiles += 1
+            tile_pass += plausible_crop(whole_face(tile, onet), tile.shape)
     seconds = time.perf_counter() - t0
 
     print(
@@ -341,6 +449,12 @@ def main() -> None:
     print(
         f"\nFaceless style images giving no face: detect {style['detect']}/{len(style_paths)}, "
         f"auto {style['auto']}/{len(style_paths)}, whole {style['whole']}/{len(style_paths)}"
+    )
+    top = sorted(style_scores.items(), key=lambda kv: -kv[1])[:3]
+    print(
+        f"auto's gate on faceless images: face score >= {WHOLE_MIN_SCORE} needed; highest "
+        + ", ".join(f"{name} {score:.2f}" for name, score in top)
+        + f" (0 where the landmarks are not a face's); tiles passing: {tile_pass}/{n_tiles}"
     )
     print(f"Uncropped pairs accuracy for reference: {100 * UNCROPPED_PAIRS:.2f}% (1000 DevTest pairs)")
     print(
@@ -368,6 +482,8 @@ def main() -> None:
                     "padding": padding,
                     "reference_noise": floor,
                     "style_no_face": style,
+                    "style_face_scores": style_scores,
+                    "tiles_passing": [tile_pass, n_tiles],
                     "n_style": len(style_paths),
                     "seconds": seconds,
                 },

@@ -33,7 +33,9 @@ def test_enrolling_a_tight_crop_records_found_by(tmp_path: Path, face_pipeline, 
         (tpl,) = g.show("carol").templates
         assert tpl.found_by == "whole" and tpl.to_dict()["found_by"] == "whole"
         assert g.show("alice").templates[0].found_by == "detector"
-        who = g.identify_image(att_dir / "s3" / "5.pgm", threshold=0.92)
+        # Photo 5 scores 0.917 against carol's crop (0.918 with the uncropped photo's own landmarks
+        # moved onto the crop), alice 0.836.
+        who = g.identify_image(att_dir / "s3" / "5.pgm", threshold=0.9)
         assert who.faces[0].identity == "carol"
         assert who.to_dict()["faces"][0]["found_by"] == "detector"
 
