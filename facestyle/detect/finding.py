@@ -11,7 +11,8 @@ policy has three modes (:data:`CROP_MODES`):
 * ``auto`` (the default): detect; if nothing is found, or the largest face found is cut by the frame
   (its box hangs over the border by :data:`CUT_OVERHANG` of its width or more: the detector then
   stretched the visible part and its landmarks are wrong), detect again on a padded copy (the face then
-  has a border around it); if still nothing, ``whole``, but only where the image plausibly is a face
+  has a border around it); if still nothing (and the detector found no face inside the frame), ``whole``,
+  but only where the image plausibly is a face
   crop: its face score (O-Net on the whole image, its equalised copy and its mirror image) reaches
   :data:`WHOLE_MIN_SCORE` and the landmarks it places look like a face that fills the frame. A
   landscape or a painting stays "no face". Landmarks of faces found on the padded copy or the whole
@@ -295,6 +296,8 @@ class FaceFinder:
         again = self.padded(image)
         if again:
             return [self.refined(image, face) for face in again]
+        if any(overhang(f, image.shape) < CUT_OVERHANG for f in faces):
+            return faces  # a face inside the frame beside a bigger cut one: a scene, not a face crop
         face = whole_face(image, self.onet)
         return [face] if plausible_crop(face, image.shape) else faces
 

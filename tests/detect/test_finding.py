@@ -183,6 +183,18 @@ def test_uncropped_photos_are_found_by_the_detector_as_before(lfw_dir: Path, fin
         np.testing.assert_array_equal(a.landmarks, b.landmarks)
 
 
+def test_a_face_inside_the_frame_beside_a_bigger_cut_one_is_kept(lfw_dir: Path, finders) -> None:
+    """The largest face the detector finds here is a neighbour cut by the frame (overhang 0.36), so
+    ``auto`` looks again; the padded copy finds nothing and the whole image scores 0.45, over the gate.
+    The face inside the frame (the photo's subject) must still win over ``whole``."""
+    image = load_image(lfw_dir / "images" / "Pierce_Brosnan" / "Pierce_Brosnan_0012.jpg")
+    before = finders["detect"].detect(image)
+    after = finders["auto"].detect(image)
+    assert [f.found_by for f in after] == ["detector"] * len(before) and len(before) == 2
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+
+
 def test_found_by_is_in_the_json(tight_crops, finders) -> None:
     _, crop, _ = tight_crops[0]
     (face,) = finders["whole"].detect(crop)
