@@ -124,7 +124,7 @@ def test_whole_places_landmarks_with_o_net_not_box_proportions(tight_crops, mtcn
 
 def test_side_lit_crop_is_found(shared_data: Path, finders) -> None:
     """Half the face near black (the benchmark's hard variant) on a k = 1.4 crop: still found, with
-    landmarks within the worst error measured on plain crops plus a margin (measured here: 0.10)."""
+    landmarks within twice the error measured here (0.064 with the refinement; 0.10 before it)."""
     photo = load_image(shared_data / "faces" / "att" / "s1" / "1.pgm")
     (face,) = finders["detect"].detect(photo)[:1]
     crop, corner = tight_crop(photo, face.landmarks, 1.4)
@@ -134,7 +134,7 @@ def test_side_lit_crop_is_found(shared_data: Path, finders) -> None:
     assert finders["detect"].detect(dark) == []
     faces = finders["auto"].detect(dark)
     assert len(faces) == 1 and faces[0].found_by in ("padded", "whole")
-    assert landmark_error(faces[0].landmarks, truth) <= 0.2
+    assert landmark_error(faces[0].landmarks, truth) <= 0.13
 
 
 @pytest.mark.parametrize("rel", FACELESS)
