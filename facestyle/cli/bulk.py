@@ -27,24 +27,8 @@ from facestyle.cli._common import (
     progress_fn,
     user_errors,
 )
+from facestyle.cli.gallery_options import DetectorOpt, DeviceOpt, GalleryOpt, ModelOpt
 
-# The gallery option is text: a directory, or (with a database backend) a URL that a Path would mangle.
-GalleryOpt = typer.Option(
-    None,
-    "--gallery",
-    "-g",
-    help="Gallery (default: $FACESTYLE_GALLERY, else ./gallery).",
-    show_default=False,
-)
-ModelOpt = typer.Option(
-    None,
-    "--model",
-    "-m",
-    help="Embedder (default: the gallery's model; dlib-resnet-v1 for a new gallery).",
-    show_default=False,
-)
-DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
-DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
 LargestOpt = typer.Option(False, "--largest", help="Enroll the largest face of a photo with several.")
 WorkersOpt = typer.Option(
     None,

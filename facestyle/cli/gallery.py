@@ -28,34 +28,9 @@ from facestyle.cli._common import (
     user_errors,
     worst_exit,
 )
+from facestyle.cli.gallery_options import DetectorOpt, DeviceOpt, GalleryOpt, ModelOpt, gallery_location
 from facestyle.errors import EXIT_NO_MATCH, EXIT_OK
 
-
-def gallery_location(value: str) -> str:
-    """``--gallery`` as given: a directory, or a ``postgresql://`` URL (a Path would fold its ``//``)."""
-    return value
-
-
-GalleryOpt = typer.Option(
-    None,
-    "--gallery",
-    "-g",
-    help="Gallery: a directory, or postgresql://user@host:5432/db?gallery=NAME (PostgreSQL + pgvector; "
-    "password from ~/.pgpass or $PGPASSWORD). Default: $FACESTYLE_GALLERY, else ./gallery.",
-    show_default=False,
-    parser=gallery_location,
-    metavar="DIR|URL",
-    readable=False,  # where a command still annotates it as a Path, typer must not check it
-)
-ModelOpt = typer.Option(
-    None,
-    "--model",
-    "-m",
-    help="Embedder (default: the gallery's model; dlib-resnet-v1 for a new gallery).",
-    show_default=False,
-)
-DetectorOpt = typer.Option("mtcnn", "--detector", "-d", help="mtcnn (landmarks) or haar (fast, box only).")
-DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present).")
 StrangerRateOpt = typer.Option(
     0.05,
     "--stranger-rate",
@@ -141,7 +116,7 @@ def enroll(
     new: bool = typer.Option(False, "--new", help="Refuse if NAME is already enrolled (a new person)."),
     add: bool = typer.Option(False, "--add", help="Refuse unless NAME is already enrolled (more photos)."),
     largest: bool = typer.Option(False, "--largest", help="Use the largest face when a photo has several."),
-    gallery: Path | None = GalleryOpt,
+    gallery: str | None = GalleryOpt,
     model: str | None = ModelOpt,
     detector: str = DetectorOpt,
     crop: str = CropOpt,
