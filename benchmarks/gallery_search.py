@@ -20,12 +20,37 @@ asks, re-scoring included); ``api`` adds SQLite and per-name aggregation (``Gall
 ``hnsw`` are there for comparison. Not run in CI. Examples:
 ``python benchmarks/gallery_search.py --sizes 10000,100000`` (flat, gallery layout, Gallery.search) and
 ``python benchmarks/gallery_search.py --sizes 1000000 --index gallery,api --api-max 1000000``.
+
+``--backend postgres`` (issue 21; ``both``: beside the FAISS rows, same vectors, queries and exact
+truth, in one run) measures PostgreSQL + pgvector HNSW as the Postgres gallery searches it. It starts
+a private server (pgserver: PostgreSQL 16, pgvector 0.6.2; unix socket only) in a temp dir under
+``--pg-root``, with ``--pg-shared-buffers`` so table and index stay cached. Per N it makes a Postgres
+gallery through the public API (``Gallery.open("postgresql://...&gallery=benchN")``, its HNSW index
+dropped, ``Gallery.enroll_many`` with one name per vector: one binary COPY, since COPY into an existing
+HNSW index inserts row by row), then per ``--pg-index`` MxEFC builds the gallery's index
+(``templates_embedding_hnsw ... USING hnsw (embedding vector_ip_ops) WITH (m, ef_construction)``) with
+``--pg-maintenance-work-mem`` and ``--pg-build-workers`` parallel workers (build time and
+``pg_total_relation_size`` of the templates table with its indexes are printed), and per
+``--pg-ef-search`` times ONE identify per call:
+- ``pgvector`` rows (``--pg-paths raw``): raw SQL from a persistent connection, a transaction with
+  ``SET LOCAL hnsw.ef_search``, the prepared ``SELECT id, identity_id, embedding ... ORDER BY embedding
+  <#> q LIMIT k`` (k = 4*top_k + 16 = 36, what ``Gallery.search`` asks for), the k candidates re-scored
+  exactly in numpy (``--pg-mode session``: ef_search set once per connection, one round trip);
+  ``cpu_ms`` is the mean CPU per identify of the server backend + the client thread (from /proc: server
+  and client share the machine);
+- ``pg Gallery.search`` rows (``--pg-paths api``): ``Gallery.search(q, top_k)`` on that gallery, with
+  the backend's ``HNSW_EF_SEARCH`` floor set to the ef_search of the row.
+The server is stopped and its directory deleted at the end, also on errors and Ctrl-C. Results and
+the recommended HNSW constants: docs/gallery-search-postgres.md. Example (issue 21):
+``nice -n 10 python benchmarks/gallery_search.py --sizes 1000000 --backend both --index flat,gallery
+--pg-index 24x64,16x64 --pg-ef-search 40,80,160,320``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import time
 
 import faiss
@@ -113,11 +138,22 @@ def report(
     lat: np.ndarray,
     recall: float,
     cpu: np.ndarray | None = None,
+    cpu_mean_ms: tuple[float, float] | None = None,
+    size_mb: float | None = None,
 ) -> None:
-    cpu_ms = "-" if cpu is None else f"{1e3 * np.median(cpu):.3f}"
+    """One table row. ``cpu`` (FAISS): per-query CPU times, the median is shown; ``cpu_mean_ms``
+    (Postgres): mean CPU ms per identify of the server backend and of the client thread, as s+c."""
+    if cpu is not None:
+        cpu_ms = f"{1e3 * np.median(cpu):.3f}"
+    elif cpu_mean_ms is not None:
+        cpu_ms = f"{cpu_mean_ms[0]:.2f}+{cpu_mean_ms[1]:.2f}"
+    else:
+        cpu_ms = "-"
+    size = "-" if size_mb is None else f"{size_mb:.0f}"
     print(
-        f"{n:>9,} {index:<22} {setting:<12} {build_s:>8.1f} {queries:<7} "
-        f"{1e3 * np.median(lat):>8.3f} {1e3 * np.percentile(lat, 99):>8.3f} {cpu_ms:>8} {recall:>8.4f}",
+        f"{n:>9,} {index:<24} {setting:<12} {build_s:>8.1f} {queries:<7} "
+        f"{1e3 * np.median(lat):>8.3f} {1e3 * np.percentile(lat, 99):>8.3f} {cpu_ms:>10} {recall:>8.4f} "
+        f"{size:>7} {load_avg():>14}",
         flush=True,
     )
 
@@ -186,6 +222,267 @@ def time_gallery_api(gallery: np.ndarray, qsets: dict, truth: dict, threads: int
                 )
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL + pgvector (issue 21): a private pgserver, a gallery, HNSW index builds, timed queries.
+# ---------------------------------------------------------------------------------------------
+
+#: The identify query, as a Postgres gallery runs it: the HNSW candidates (k = top_k * 4 + 16, what
+#: ``Gallery.search`` asks for), with their vectors so they can be re-scored exactly client-side.
+PG_QUERY = "SELECT id, identity_id, embedding FROM {table} ORDER BY embedding <#> %s LIMIT %s"
+#: The index name the Postgres gallery gives its HNSW index (facestyle/gallery/postgres.py).
+PG_INDEX = "templates_embedding_hnsw"
+
+
+def load_avg() -> str:
+    return "{:.2f}/{:.2f}/{:.2f}".format(*os.getloadavg())
+
+
+class PgBench:
+    """A private PostgreSQL 16 + pgvector server (pgserver) in a temp dir under ``root``, stopped and
+    deleted by :meth:`close` (call it in ``finally``).
+
+    Configured as a database server for this workload would be: ``shared_buffers`` large enough that
+    table and index stay cached (a read from the OS page cache costs a syscall per 8 kB page),
+    ``max_wal_size`` large enough that a 1M load does not checkpoint repeatedly. fsync stays on.
+    """
+
+    def __init__(self, root: str, shared_buffers: str) -> None:
+        import tempfile
+
+        import pgserver
+
+        self.dir = tempfile.mkdtemp(prefix="facestyle-pgbench-", dir=root)
+        self.pgdata = os.path.join(self.dir, "pgdata")
+        self.server = None
+        self.conn = None
+        self.server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self.server.psql(
+            f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';\n"
+            "ALTER SYSTEM SET max_wal_size = '8GB';\n"
+            "ALTER SYSTEM SET max_parallel_maintenance_workers = 2;\n"
+        )
+        self.server.cleanup()  # restart: shared_buffers needs it
+        self.server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self.uri = self.server.get_uri()
+        self.conn = self.connect()
+        with self.conn.cursor() as cur:
+            cur.execute("SHOW shared_buffers")
+            sb = cur.fetchone()[0]
+            cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            ext = cur.fetchone()[0]
+            cur.execute("SHOW server_version")
+            ver = cur.fetchone()[0]
+        print(f"# postgres {ver}, pgvector {ext}, shared_buffers {sb}, fsync on, unix socket", flush=True)
+
+    def connect(self):
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        conn = psycopg.connect(self.uri, autocommit=True)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.add_notice_handler(
+            lambda d: (
+                None if "skipping" in (d.message_primary or "") else print(f"# notice: {d.message_primary}")
+            )
+        )
+        return conn
+
+    def gallery_url(self, name: str) -> str:
+        return f"{self.uri}&gallery={name}"
+
+    def backend_cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by this connection's server process (same host)."""
+        pid = self.conn.info.backend_pid
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def load(self, name: str, gallery: np.ndarray) -> tuple[str, np.ndarray, float, float]:
+        """Make the Postgres gallery ``name`` through the public API (``Gallery.enroll_many``, one name
+        per vector: ``id<row>``). Its HNSW index is dropped first, so that the COPY does not insert 1M
+        rows into a graph one by one (single-threaded); :meth:`build_index` makes it afterwards with
+        the same name and layout.
+
+        Returns the templates table, template id -> gallery row, load seconds and heap MB."""
+        from facestyle.gallery import Gallery
+
+        url = self.gallery_url(name)
+        schema = f"facestyle_{name}"
+        table = f"{schema}.templates"
+        t0 = time.perf_counter()
+        with Gallery.open(url, model="synthetic", dim=gallery.shape[1]) as g:
+            self.conn.execute(f"DROP INDEX IF EXISTS {schema}.{PG_INDEX}")
+            g.enroll_many([f"id{i}" for i in range(len(gallery))], gallery)
+        self.conn.execute(f"VACUUM (ANALYZE) {table}")
+        load_s = time.perf_counter() - t0
+        rows = self.conn.execute(
+            f"SELECT t.id, i.name FROM {table} t JOIN {schema}.identities i ON i.id = t.identity_id"
+        ).fetchall()
+        tids = np.array([r[0] for r in rows], np.int64)
+        row_of = np.full(int(tids.max()) + 1, -1, np.int64)
+        row_of[tids] = [int(r[1][2:]) for r in rows]
+        heap = self.conn.execute("SELECT pg_relation_size(%s)", (table,)).fetchone()[0]
+        return table, row_of, load_s, heap / 2**20
+
+    def build_index(
+        self, table: str, m: int, ef_construction: int, maintenance_work_mem: str, workers: int
+    ) -> tuple[float, float, float]:
+        """(Re)build the gallery's HNSW index; returns (build s, index MB, table + indexes MB)."""
+        schema = table.split(".")[0]
+        cur = self.conn.cursor()
+        cur.execute(f"DROP INDEX IF EXISTS {schema}.{PG_INDEX}")
+        cur.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
+        cur.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
+        # Without this the planner may choose fewer workers for a small table.
+        cur.execute(f"ALTER TABLE {table} SET (parallel_workers = {max(1, int(workers))})")
+        t0 = time.perf_counter()
+        cur.execute(
+            f"CREATE INDEX {PG_INDEX} ON {table} USING hnsw (embedding vector_ip_ops) "
+            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        )
+        build_s = time.perf_counter() - t0
+        cur.execute(
+            "SELECT pg_relation_size(%s), pg_total_relation_size(%s)", (f"{schema}.{PG_INDEX}", table)
+        )
+        idx, total = cur.fetchone()
+        return build_s, idx / 2**20, total / 2**20
+
+    def warm(self, table: str) -> None:
+        """Read the table into shared_buffers, as a server in steady state has it (the index pages are
+        there already: the build writes them through shared buffers)."""
+        # A sequential scan of a table smaller than shared_buffers / 4 goes through shared buffers.
+        self.conn.execute(f"SELECT count(*) FROM {table} WHERE embedding IS NOT NULL").fetchone()
+
+    def time_queries(
+        self, table: str, queries: np.ndarray, ef_search: int, k: int, mode: str
+    ) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+        """Latency (s) of each identify, mean CPU ms per identify (server backend, client thread),
+        and the exactly re-scored top-1 template ids.
+
+        ``mode`` ``local``: each identify is one transaction, ``SET LOCAL hnsw.ef_search`` then the
+        prepared query (4 round trips: BEGIN, SET, SELECT, COMMIT), so a pooled connection never
+        keeps another caller's setting. ``session``: ef_search set once per connection, one round trip.
+        """
+        conn = self.conn
+        cur = conn.cursor(binary=True)
+        sql = PG_QUERY.format(table=table)
+        if mode == "session":
+            conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
+        lat = np.empty(len(queries))
+        top = np.empty(len(queries), np.int64)
+        cpu0, tcpu0 = self.backend_cpu_s(), time.thread_time()
+        for i in range(len(queries)):
+            q = queries[i]
+            t0 = time.perf_counter()
+            if mode == "local":
+                with conn.transaction():
+                    cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+                    cur.execute(sql, (q, k), prepare=True)
+                    rows = cur.fetchall()
+            else:
+                cur.execute(sql, (q, k), prepare=True)
+                rows = cur.fetchall()
+            # Exact re-score, as the gallery reports exact cosines on both backends.
+            cand = np.array([r[0] for r in rows], np.int64)
+            vecs = np.stack([r[2].to_numpy() for r in rows])
+            top[i] = cand[int(np.argmax(vecs @ q))]
+            lat[i] = time.perf_counter() - t0
+        server_ms = 1e3 * (self.backend_cpu_s() - cpu0) / len(queries)
+        client_ms = 1e3 * (time.thread_time() - tcpu0) / len(queries)
+        if mode == "session":
+            conn.execute("RESET hnsw.ef_search")
+        return lat, (server_ms, client_ms), top
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        finally:
+            try:
+                if self.server is not None:
+                    self.server.cleanup()
+            finally:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def time_pg_gallery_search(
+    url: str, queries: np.ndarray, ef_search: int, top_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``Gallery.search`` on the Postgres gallery, one query per call, its ef_search floor set to
+    ``ef_search`` (the backend's module constant, which is what a release would change); returns the
+    latencies (s) and the top-1 gallery rows."""
+    from facestyle.gallery import Gallery, postgres
+
+    saved = postgres.HNSW_EF_SEARCH
+    postgres.HNSW_EF_SEARCH = ef_search
+    try:
+        with Gallery.open(url, create=False) as g:
+            g.search(queries[:20], top_k=top_k)  # the pool's connections made and statements prepared
+            lat = np.empty(len(queries))
+            top = np.empty(len(queries), np.int64)
+            for i in range(len(queries)):
+                t0 = time.perf_counter()
+                cands = g.search(queries[i], top_k=top_k)[0]
+                lat[i] = time.perf_counter() - t0
+                top[i] = int(cands[0].name[2:])
+    finally:
+        postgres.HNSW_EF_SEARCH = saved
+    return lat, top
+
+
+def run_postgres(pg: PgBench, n: int, gallery: np.ndarray, qsets: dict, truth: dict, args) -> None:
+    """Make the gallery through the API, then per (m, ef_construction) build its index and time every
+    ef_search: raw SQL (``pgvector`` rows) and ``Gallery.search`` (``pg Gallery.search`` rows)."""
+    name = f"bench{n}"
+    table, row_of, load_s, heap_mb = pg.load(name, gallery)
+    print(
+        f"# pg N={n:,}: Gallery.enroll_many (binary COPY, index dropped) + VACUUM ANALYZE {load_s:.1f} s, "
+        f"heap {heap_mb:.0f} MB, load {load_avg()}",
+        flush=True,
+    )
+    k = args.top_k * 4 + 16
+    for m, efc in args.pg_index:
+        build_s, idx_mb, total_mb = pg.build_index(
+            table, m, efc, args.pg_maintenance_work_mem, args.pg_build_workers
+        )
+        print(
+            f"# pg N={n:,} hnsw m={m} ef_construction={efc}: build {build_s:.1f} s "
+            f"(maintenance_work_mem {args.pg_maintenance_work_mem}, {args.pg_build_workers} parallel "
+            f"worker(s) + leader), index {idx_mb:.0f} MB, table + indexes {total_mb:.0f} MB, "
+            f"load {load_avg()}",
+            flush=True,
+        )
+        pg.warm(table)
+        warm = qsets["probe"][: min(200, len(qsets["probe"]))]
+        pg.time_queries(table, warm, max(args.pg_ef_search), k, "session")
+        for ef in args.pg_ef_search:
+            if ef < k:
+                print(f"# skipped ef_search={ef}: below k={k}, HNSW would return at most {ef} rows")
+                continue
+            for mode in args.pg_mode:
+                for qname, q in qsets.items():
+                    lat, cpu_ms, top = pg.time_queries(table, q, ef, k, mode)
+                    recall = float(np.mean(row_of[top] == truth[qname]))
+                    setting = f"ef={ef}" + ("" if mode == "local" else " sess")
+                    report(
+                        n, f"pgvector m={m} efc={efc}", setting, build_s, qname, lat, recall,
+                        cpu_mean_ms=cpu_ms, size_mb=total_mb,
+                    )  # fmt: skip
+            if "api" in args.pg_paths:
+                for qname, q in qsets.items():
+                    lat, top = time_pg_gallery_search(pg.gallery_url(name), q, ef, args.top_k)
+                    recall = float(np.mean(top == truth[qname]))
+                    report(
+                        n, f"pg Gallery.search {m}x{efc}", f"ef={ef}", build_s, qname, lat, recall,
+                        size_mb=total_mb,
+                    )  # fmt: skip
+    pg.conn.execute(f"DROP SCHEMA facestyle_{name} CASCADE")
+    pg.conn.execute("CHECKPOINT")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000,1000000")
@@ -220,21 +517,86 @@ def main() -> None:
         help="also time Gallery.search (SQLite check + per-name aggregation) up to this size",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--backend",
+        choices=("faiss", "postgres", "both"),
+        default="faiss",
+        help="faiss: the --index kinds; postgres: pgvector HNSW on a private pgserver; both: in one run",
+    )
+    ap.add_argument("--top-k", type=int, default=5, help="names asked per identify (k = 4*top_k + 16)")
+    ap.add_argument(
+        "--pg-index",
+        default="16x64,16x128",
+        help="HNSW builds timed, as MxEF_CONSTRUCTION (each one CREATE INDEX on the same table)",
+    )
+    ap.add_argument("--pg-ef-search", default="40,80,160", help="hnsw.ef_search values (>= k)")
+    ap.add_argument(
+        "--pg-mode",
+        default="local",
+        help="local: SET LOCAL ef_search in a transaction per identify; session: SET once (comma list)",
+    )
+    ap.add_argument("--pg-maintenance-work-mem", default="4GB", help="for CREATE INDEX (the graph must fit)")
+    ap.add_argument("--pg-build-workers", type=int, default=1, help="max_parallel_maintenance_workers")
+    ap.add_argument("--pg-shared-buffers", default="4GB")
+    ap.add_argument("--pg-root", default="/tmp", help="where the private server's temp dir goes")
+    ap.add_argument(
+        "--pg-paths",
+        default="raw,api",
+        help="raw: SQL on the gallery's table; api: Gallery.search on the Postgres gallery (comma list)",
+    )
     args = ap.parse_args()
+    # Checked before any work: a typo must not surface after an hour of index builds.
+    try:
+        args.pg_index = [tuple(int(x) for x in s.lower().split("x", 1)) for s in args.pg_index.split(",")]
+        args.pg_ef_search = [int(e) for e in args.pg_ef_search.split(",")]
+    except ValueError:
+        ap.error("--pg-index takes MxEF_CONSTRUCTION,... (e.g. 16x64,24x64); --pg-ef-search integers")
+    if any(len(p) != 2 for p in args.pg_index):
+        ap.error("--pg-index takes MxEF_CONSTRUCTION,... (e.g. 16x64,24x64)")
+    args.pg_mode = args.pg_mode.split(",")
+    args.pg_paths = args.pg_paths.split(",")
+    if not set(args.pg_paths) <= {"raw", "api"}:
+        ap.error("--pg-paths takes raw, api or raw,api")
+    if "raw" not in args.pg_paths:
+        args.pg_mode = []
+    if not set(args.pg_mode) <= {"local", "session"}:
+        ap.error("--pg-mode takes local, session or local,session")
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
 
     rng = np.random.default_rng(args.seed)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, dim {args.dim}")
-    head = ("N", "index", "setting", "build_s", "queries", "p50_ms", "p99_ms", "cpu50_ms", "recall@1")
-    print("{:>9} {:<22} {:<12} {:>8} {:<7} {:>8} {:>8} {:>8} {:>8}".format(*head))
+    pg = PgBench(args.pg_root, args.pg_shared_buffers) if args.backend != "faiss" else None
+    try:
+        run(args, rng, pg)
+    finally:
+        if pg is not None:
+            pg.close()
+
+
+def run(args: argparse.Namespace, rng: np.random.Generator, pg: PgBench | None) -> None:
+    head = (
+        "N",
+        "index",
+        "setting",
+        "build_s",
+        "queries",
+        "p50_ms",
+        "p99_ms",
+        "cpu_ms",
+        "recall@1",
+        "size_MB",
+    )
+    print(
+        "{:>9} {:<24} {:<12} {:>8} {:<7} {:>8} {:>8} {:>10} {:>8} {:>7} {:>14}".format(*head, "load 1/5/15")
+    )
     for n in [int(s) for s in args.sizes.split(",")]:
         gallery = make_gallery(n, args.dim, rng)
         ids = np.arange(n, dtype=np.int64)
         qsets = make_queries(gallery, args.queries, args.probe_cos, rng)
         truth = {name: exact_top1(gallery, q) for name, q in qsets.items()}
 
-        kinds = set(args.index.split(","))
+        kinds = set(args.index.split(",")) if args.backend != "postgres" else set()
         if "flat" in kinds and n <= args.flat_max:
             t0 = time.perf_counter()
             flat = new_flat_index(args.dim)
@@ -326,6 +688,8 @@ def main() -> None:
             gc.collect()
         if "api" in kinds and n <= args.api_max:
             time_gallery_api(gallery, qsets, truth, args.search_threads)
+        if pg is not None:
+            run_postgres(pg, n, gallery, qsets, truth, args)
         del gallery
         gc.collect()
 
