@@ -77,12 +77,15 @@ SCHEMA_VERSION = 1
 #: 1 is the first layout: nothing to migrate yet.
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
-# HNSW parameters: pgvector's defaults as a start (m=16, ef_construction=64; ef_search 40, raised to
-# the number of candidates asked for). benchmarks/gallery_search.py --backend postgres measures
-# recall@1 and latency at 100k and 1M templates; tune these from its table.
-HNSW_M = 16
+# HNSW parameters, from `benchmarks/gallery_search.py --backend postgres` (docs/gallery-search-postgres.md;
+# 128-d random unit vectors, probe queries, 2 loaded cores): at 100k, m=16 / ef_search 40 (pgvector's
+# defaults) found the right top-1 for 0.870 of probes, m=24 / 40 for 0.976 and m=24 / 80 for 0.999 at
+# ~5 ms of server CPU. At 1M even m=24 / 320 reaches only 0.975 (27 ms of CPU): there the directory
+# backend (FAISS IVF-PQ, 0.995 in 0.55 ms) is the one to use. ef_search is raised to the number of
+# candidates a search asks for.
+HNSW_M = 24
 HNSW_EF_CONSTRUCTION = 64
-HNSW_EF_SEARCH = 40
+HNSW_EF_SEARCH = 80
 #: pgvector's ceiling for ef_search: a query wanting more candidates scans exactly instead.
 HNSW_EF_SEARCH_MAX = 1000
 #: Up to this many templates a search is a sequential scan: exact, and as fast as HNSW at this size
