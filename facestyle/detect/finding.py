@@ -104,7 +104,7 @@ REFINE_SCALE = 0.9
 
 #: Everything above, for cache keys: a change of policy never serves vectors found the old way.
 POLICY_VERSION = (
-    f"find2:cut{CUT_OVERHANG}:pad{PAD_FRACTION}/{PAD_FILL}/fill{PADDED_MIN_FILL}:"
+    f"find3:cut{CUT_OVERHANG}:pad{PAD_FRACTION}/{PAD_FILL}/fill{PADDED_MIN_FILL}:"
     f"whole{WHOLE_BOX}/{WHOLE_FILL}/{WHOLE_MIN_SCORE}/{WHOLE_IOD_RANGE[0]}-{WHOLE_IOD_RANGE[1]}/"
     f"{WHOLE_EYE_MARGIN}:refine{REFINE_PASSES}/{BOX_FROM_MARKS[0]}-{BOX_FROM_MARKS[1]}/{BOX_ABOVE_MARKS}/"
     f"{REFINE_SCALE}"
