@@ -62,6 +62,7 @@ from facestyle.gallery.photos import file_sha256
 from facestyle.io.folders import is_image_file, scan_labelled_folder
 from facestyle.io.images import load_image, why_not_a_file
 from facestyle.io.progress import Progress, no_progress
+from facestyle.threads import thread_count
 
 #: A photo's outcome: enrolled; skipped (already enrolled: same name, same file content); no face
 #: found; several faces (and ``largest`` not asked); not enrolled for another reason (``reason``).
@@ -92,20 +93,14 @@ def default_workers() -> int:
     return 0 if cores < 2 else min(cores, MAX_DEFAULT_WORKERS)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def _torch_threads(n: int) -> contextlib.AbstractContextManager[None]:
     """Torch on ``n`` threads in this process for the run, as it was after. The workers take a core
     each; the main process's threads get the rest. Batch-1 detection and embedding on more threads
     than there are free cores were measured up to 9x slower (threads spin waiting for each other on a
     loaded 2-core machine: docs/bulk-enrollment.md)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return thread_count(torch.get_num_threads, torch.set_num_threads, n)
 
 
 def check_bulk_options(workers: int | None, batch_size: int) -> int:
@@ -355,8 +350,7 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-@contextlib.contextmanager
-def _serial_opencv() -> Iterator[None]:
+def _serial_opencv() -> contextlib.AbstractContextManager[None]:
     """OpenCV on one thread while workers are forked and run, as it was after.
 
     Set in this process, before the fork: a forked worker inherits OpenCV's thread pool without its
@@ -366,12 +360,7 @@ def _serial_opencv() -> Iterator[None]:
     """
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
+    return thread_count(cv2.getNumThreads, cv2.setNumThreads, 1)
 
 
 def _found_stream(dataset: _FindFaces, workers: int) -> Iterator[_Found]:

@@ -64,6 +64,7 @@ from facestyle.gallery.index import IndexInvalid, Stamp, VectorIndex, choose_kin
 from facestyle.gallery.locking import ReadWriteLock, WriterLock
 from facestyle.gallery.results import Candidate, EnrollResult
 from facestyle.gallery.store import IdentityInfo, Store, on_read_only_mount
+from facestyle.threads import thread_count
 
 __all__ = [
     "DB_NAME",
@@ -118,8 +119,7 @@ class _Live:
     names: dict[int, str] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _single_thread_faiss(nq: int) -> Iterator[None]:
+def _single_thread_faiss(nq: int) -> contextlib.AbstractContextManager[None]:
     """Search small batches on one OpenMP thread.
 
     On a busy 2-core machine, FAISS's OpenMP fan-out for a single query costs far more than it saves
@@ -127,14 +127,8 @@ def _single_thread_faiss(nq: int) -> Iterator[None]:
     calling thread in libgomp, so concurrent searches in other threads are not affected.
     """
     if nq > 8:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+        return contextlib.nullcontext()
+    return thread_count(faiss.omp_get_max_threads, faiss.omp_set_num_threads, 1)
 
 
 class DirectoryGallery(Gallery):

@@ -49,6 +49,7 @@ from facestyle.io.files import load_tensor_file, save_tensor_file
 from facestyle.io.folders import scan_labelled_folder
 from facestyle.io.images import ImageLike, save_image
 from facestyle.io.progress import Progress, no_progress
+from facestyle.threads import thread_count
 
 HEAD_FORMAT = "facestyle-classifier-head/1"
 
@@ -303,14 +304,8 @@ def fit_classifier_head(
     return head.eval()
 
 
-@contextlib.contextmanager
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _single_thread() -> contextlib.AbstractContextManager[None]:
+    return thread_count(torch.get_num_threads, torch.set_num_threads, 1)
 
 
 def _fit(head, opt, loss_fn, x, y, cfg: ClassifierOptions, gen: torch.Generator) -> None:
