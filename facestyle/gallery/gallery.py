@@ -225,7 +225,7 @@ class DirectoryGallery(Gallery):
 
         # Binding happens while opening, before the index is first brought up to date: leave it alone.
         binding = if_absent is not None
-        self._write(body, append_only=if_absent != "model", sync=not binding)
+        self._write(body, append_only=if_absent != "model", sync=not binding, templates=False)
 
     def _generation(self) -> int:
         self._refresh()
@@ -370,11 +370,20 @@ class DirectoryGallery(Gallery):
         return 0 if self._index is None else self._index.ntotal
 
     # ---- writes ----------------------------------------------------------------------------------
-    def _write(self, body: Callable[..., object], append_only: bool = False, sync: bool = True) -> object:
+    def _write(
+        self,
+        body: Callable[..., object],
+        append_only: bool = False,
+        sync: bool = True,
+        templates: bool = True,
+    ) -> object:
         """Run ``body(conn)`` in one SQLite transaction under both locks, then update the index.
 
         ``append_only`` (the body only inserts rows) lets every reader catch up by appending.
         ``sync=False`` (binding a model, before the first catch-up) leaves the index alone.
+        ``templates=False`` (only metadata was written: a threshold, the impostor estimate) does not
+        write the index file again with autosave: it holds the same vectors, and a reader of a file
+        stamped with an older generation catches up by appending nothing.
         """
         self._check_open()
         if self.read_only:
@@ -386,7 +395,7 @@ class DirectoryGallery(Gallery):
                 result = body(conn)
             if sync:
                 self._sync()
-        if self.autosave and sync:
+        if self.autosave and sync and templates:
             self.flush()
         return result
 
