@@ -16,6 +16,11 @@ On a shared machine the rate is bounded by the cores the run gets, so both are p
 
     nice -n 10 python benchmarks/bulk_enroll.py                    # 1000 photos, 0/1/2 workers
     nice -n 10 python benchmarks/bulk_enroll.py --photos 200 --workers 0,2
+    nice -n 10 python benchmarks/bulk_enroll.py --backend both    # directory and PostgreSQL galleries
+
+``--backend postgres`` enrolls into galleries (one schema each) on a private pgserver (PostgreSQL 16 +
+pgvector 0.6.2, unix socket only) started in the temp dir; the server's own CPU is not in ``cpu
+ms/photo``.
 
 Target (issue 21): >= 40 photos/s end to end on a 2-core machine.
 """
@@ -50,6 +55,13 @@ def lfw_rows(n: int) -> list[tuple[str, str]]:
     return [(p.parent.name, str(p)) for p in paths]
 
 
+def start_pgserver(pgdata: Path):
+    """A private PostgreSQL server (pgserver) in ``pgdata``; the caller stops it with ``cleanup()``."""
+    import pgserver
+
+    return pgserver.get_server(str(pgdata), cleanup_mode="stop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=1000, help="LFW View 1 photos to enroll")
@@ -58,6 +70,12 @@ def main() -> None:
     parser.add_argument("--crop", default="auto", help="face-finding mode (auto, detect, whole)")
     parser.add_argument(
         "--largest", action="store_true", help="enroll the largest face of a photo with several"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("dir", "postgres", "both"),
+        default="dir",
+        help="dir: SQLite + FAISS directories; postgres: a private pgserver; both: one after the other",
     )
     args = parser.parse_args()
 
@@ -78,26 +96,39 @@ def main() -> None:
           f"largest={args.largest}, batch {args.batch_size}; models loaded in {load_s:.1f} s; "
           f"{os.cpu_count()} CPUs")  # fmt: skip
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    backends = ("dir", "postgres") if args.backend == "both" else (args.backend,)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         with Gallery.open(Path(tmp) / "warm-up", pipeline=pipe, autosave=False) as g:
             enroll_rows(g, rows[:16], workers=0)
-        results = []
-        for w in counts:
-            with Gallery.open(Path(tmp) / f"w{w}", pipeline=pipe, autosave=False) as g:
-                t0 = time.perf_counter()
-                report = enroll_rows(g, rows, workers=w, batch_size=args.batch_size, largest=args.largest)
-            seconds = time.perf_counter() - t0  # the index written at close included
-            results.append((w, seconds, report, os.getloadavg()[0]))
-    head = f"{'workers':>7} {'photos/s':>9} {'seconds':>8} {'ok':>5} {'no_face':>7} {'other':>5} "
+        for backend in backends:
+            server = start_pgserver(Path(tmp) / "pgdata") if backend == "postgres" else None
+            try:
+                for w in counts:
+                    where = f"{server.get_uri()}&gallery=w{w}" if server else Path(tmp) / f"w{w}"
+                    with Gallery.open(where, pipeline=pipe, autosave=False) as g:
+                        t0 = time.perf_counter()
+                        report = enroll_rows(
+                            g, rows, workers=w, batch_size=args.batch_size, largest=args.largest
+                        )
+                    seconds = time.perf_counter() - t0  # the index written at close included
+                    results.append((backend, w, seconds, report, os.getloadavg()[0]))
+            finally:
+                if server is not None:
+                    server.cleanup()
+    head = (
+        f"{'backend':>8} {'workers':>7} {'photos/s':>9} {'seconds':>8} {'ok':>5} {'no_face':>7} {'other':>5} "
+    )
     head += f"{'cpu ms/photo':>12} {'cores got':>9}  wall s: plan wait embed write | decode find   load1"
     print(head)
-    for w, seconds, report, load1 in results:
+    for backend, w, seconds, report, load1 in results:
         c, s = report.counts, report.stages
         other = c["several_faces"] + c["error"] + c["duplicate"]
         # with workers the finders' CPU is theirs; without, the main process's CPU includes it
         cpu = s["main_cpu"] + (s["find_cpu"] if w else 0.0)
         print(
-            f"{w:>7} {len(rows) / seconds:>9.1f} {seconds:>8.1f} {c['ok']:>5} {c['no_face']:>7} {other:>5} "
+            f"{backend:>8} {w:>7} {len(rows) / seconds:>9.1f} {seconds:>8.1f} "
+            f"{c['ok']:>5} {c['no_face']:>7} {other:>5} "
             f"{1000 * cpu / len(rows):>12.1f} {cpu / seconds:>9.2f}  "
             f"{s['plan']:.1f} {s['wait']:.1f} {s['embed']:.1f} {s['write']:.1f} | "
             f"{s['decode']:.1f} {s['find']:.1f}   {load1:.2f}"
