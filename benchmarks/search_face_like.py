@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -180,10 +181,13 @@ def main() -> None:
     ap.add_argument("--ef-construction", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also the PostgreSQL gallery's Gallery.search (pgvector HNSW) on a private pgserver",
+    )
     args = ap.parse_args()
     import faiss
-
-    from facestyle.gallery.index import VectorIndex, choose_kind
 
     faiss.omp_set_num_threads(args.threads)
     people = lfw_people(args.embeddings)
@@ -197,43 +201,87 @@ def main() -> None:
     model_check(people, model, args.seed)
     print(
         "| data | N | probe cos to own template (p50) | own top-1 (exact) | search | recall@1 "
-        "| kept | ms/query | build s |"
+        "| kept | ms/query (p50 for postgres) | build s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n in (int(s) for s in args.sizes.split(",")):
-        rng = np.random.default_rng(args.seed)
-        sets = {
-            "face-like": face_like(n, args.queries, model, rng),
-            "random": random_set(n, args.queries, len(model[0]), rng),
-        }
-        for name, (gallery, probes, own) in sets.items():
-            exact = faiss.IndexFlatIP(gallery.shape[1])
-            exact.add(gallery)
-            _, truth = exact.search(probes, 1)
-            cos = float(np.median((probes * gallery[own]).sum(1)))
-            graph = faiss.IndexHNSWFlat(gallery.shape[1], args.m, faiss.METRIC_INNER_PRODUCT)
-            graph.hnsw.efConstruction = args.ef_construction
-            t0 = time.perf_counter()
-            graph.add(gallery)
-            build = time.perf_counter() - t0
-            rows = []
-            for ef in (int(e) for e in args.ef.split(",")):
-                graph.hnsw.efSearch = ef
-                rows.append((f"hnsw ef_search {ef}", build, *timed(graph.search, probes)))
-            t0 = time.perf_counter()
-            ivf = VectorIndex.build(choose_kind(n), gallery.shape[1], [(np.arange(n), gallery)])
-            build = time.perf_counter() - t0
-            label = f"gallery {ivf.kind} nlist {ivf.nlist}"
-            rows.append((label, build, *timed(ivf.search, probes)))
-            for search, build, got, ms in rows:
-                recall = float((got[:, 0] == truth[:, 0]).mean())
-                right = truth[:, 0] == own
-                kept = float((got[right, 0] == own[right]).mean())
-                print(
-                    f"| {name} | {n:,} | {cos:.3f} | {right.mean():.3f} | {search} | "
-                    f"{recall:.3f} | {kept:.3f} | {ms:.3f} | {build:.0f} |",
-                    flush=True,
-                )
+    pg = start_postgres() if args.postgres else None
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            compare(n, model, args, pg)
+    finally:
+        if pg is not None:
+            pg.close()
+
+
+def start_postgres():
+    """gallery_search.py's private pgserver (PostgreSQL 16 + pgvector 0.6.2, unix socket, temp dir)."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gallery_search import PgBench
+
+    return PgBench(tempfile.gettempdir(), shared_buffers="2GB")
+
+
+def postgres_rows(pg, name: str, gallery: np.ndarray, probes: np.ndarray, args) -> list[tuple]:
+    """``Gallery.search`` on a PostgreSQL gallery of ``gallery`` (HNSW m, ef_construction as the
+    backend's constants), per ef_search: the rows of the table."""
+    from gallery_search import time_pg_gallery_search
+
+    from facestyle.gallery import postgres
+
+    table, _, _, _ = pg.load(name, gallery)
+    build, _, _ = pg.build_index(table, postgres.HNSW_M, postgres.HNSW_EF_CONSTRUCTION, "1GB", 1)
+    pg.warm(table)
+    rows = []
+    for ef in (int(e) for e in args.ef.split(",")):
+        lat, top = time_pg_gallery_search(pg.gallery_url(name), probes, ef, 1)
+        label = f"postgres Gallery.search m={postgres.HNSW_M} ef_search {ef}"
+        rows.append((label, build, top[:, None], 1000 * float(np.median(lat))))
+    return rows
+
+
+def compare(n: int, model, args, pg) -> None:
+    """The table's rows for galleries of ``n`` templates, face-like and random."""
+    import faiss
+
+    from facestyle.gallery.index import VectorIndex, choose_kind
+
+    rng = np.random.default_rng(args.seed)
+    sets = {
+        "face-like": face_like(n, args.queries, model, rng),
+        "random": random_set(n, args.queries, len(model[0]), rng),
+    }
+    for name, (gallery, probes, own) in sets.items():
+        exact = faiss.IndexFlatIP(gallery.shape[1])
+        exact.add(gallery)
+        _, truth = exact.search(probes, 1)
+        cos = float(np.median((probes * gallery[own]).sum(1)))
+        graph = faiss.IndexHNSWFlat(gallery.shape[1], args.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = args.ef_construction
+        t0 = time.perf_counter()
+        graph.add(gallery)
+        build = time.perf_counter() - t0
+        rows = []
+        for ef in (int(e) for e in args.ef.split(",")):
+            graph.hnsw.efSearch = ef
+            rows.append((f"hnsw ef_search {ef}", build, *timed(graph.search, probes)))
+        t0 = time.perf_counter()
+        ivf = VectorIndex.build(choose_kind(n), gallery.shape[1], [(np.arange(n), gallery)])
+        build = time.perf_counter() - t0
+        label = f"gallery {ivf.kind} nlist {ivf.nlist}"
+        rows.append((label, build, *timed(ivf.search, probes)))
+        if pg is not None:
+            rows += postgres_rows(pg, f"{name.replace('-', '_')}_{n}", gallery, probes, args)
+        for search, build, got, ms in rows:
+            recall = float((got[:, 0] == truth[:, 0]).mean())
+            right = truth[:, 0] == own
+            kept = float((got[right, 0] == own[right]).mean())
+            print(
+                f"| {name} | {n:,} | {cos:.3f} | {right.mean():.3f} | {search} | "
+                f"{recall:.3f} | {kept:.3f} | {ms:.3f} | {build:.0f} |",
+                flush=True,
+            )
 
 
 def timed(search, probes: np.ndarray) -> tuple[np.ndarray, float]:
