@@ -20,12 +20,12 @@ import numpy as np
 
 from facestyle.align.landmarks import landmarks_of
 from facestyle.checks import check_threshold
-from facestyle.detect.faces import Detector, Face, FaceChoice
+from facestyle.detect.faces import Detector, Face, FaceChoice, only_face
 from facestyle.detect.finding import DEFAULT_CROP, CropMode, FaceFinder, check_crop
 from facestyle.embed.embedder import Embedder
 from facestyle.embed.features import FaceFeatures, NoFacePolicy, face_finder
 from facestyle.embed.loader import load_embedder
-from facestyle.errors import FacestyleError, ImageError, NoFaceError, SeveralFacesError, combine
+from facestyle.errors import FacestyleError, ImageError, combine
 from facestyle.io.images import ImageLike, as_rgb, load_image, save_image
 from facestyle.models import registry
 
@@ -141,12 +141,9 @@ class FacePipeline:
         """The one face in ``image``: :class:`NoFaceError` if none, :class:`SeveralFacesError` if
         several and not ``largest`` (then the largest is taken)."""
         arr, name = as_rgb(image, label or "image")
-        found = self.faces(arr)
-        if not found:
-            raise NoFaceError(f"{label or name}: no face found")
-        if len(found) > 1 and not largest:
-            raise SeveralFacesError(label or name, len(found))
-        return found[0]
+        face = only_face(self.finder.detect(arr), largest, label or name)
+        face.embedding = self.embedder.embed_chips(np.stack(self.aligned_chips(arr, [face])))[0]
+        return face
 
     def aligned_chips(self, image: ImageLike, faces: Sequence[Face]) -> list[np.ndarray]:
         """One aligned ``(S, S, 3)`` uint8 chip per face (this model's template and size)."""

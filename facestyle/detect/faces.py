@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from facestyle.errors import ParameterError
+from facestyle.errors import NoFaceError, ParameterError, SeveralFacesError
 
 #: Order of the five landmarks everywhere in the package (MTCNN's order, image left/right).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -108,3 +108,15 @@ def choose_face(
     if choice == "largest":
         return max(faces, key=lambda f: f.area)
     return faces[central_face_index(np.stack([f.box for f in faces]), image_shape)]
+
+
+def only_face(faces: list[Face], largest: bool, label: str) -> Face:
+    """The one face of a photo that must show one person (enrolment, a verify probe): the rule every
+    "one photo, one template" path shares. :class:`NoFaceError` if there is none; with several,
+    :class:`SeveralFacesError` unless ``largest``, which takes the largest. ``label`` names the photo in
+    the error."""
+    if not faces:
+        raise NoFaceError(f"{label}: no face found")
+    if len(faces) > 1 and not largest:
+        raise SeveralFacesError(label, len(faces))
+    return max(faces, key=lambda f: f.area)

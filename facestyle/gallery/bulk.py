@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from facestyle.align.landmarks import landmarks_of
+from facestyle.detect.faces import only_face
 from facestyle.errors import (
     EXIT_BAD_INPUT,
     EXIT_NO_FACE,
@@ -53,6 +54,7 @@ from facestyle.errors import (
     FacestyleError,
     GalleryError,
     ImageError,
+    NoFaceError,
     ParameterError,
     SeveralFacesError,
     UsageError,
@@ -325,15 +327,13 @@ class _FindFaces:
         t1 = time.perf_counter()
         try:
             faces = self.finder.detect(image)
-            if not faces:
-                return _Found(k, "no_face", reason="no face found", decode_s=t1 - t0,
-                              find_s=time.perf_counter() - t1)  # fmt: skip
-            if len(faces) > 1 and not self.largest:
-                return _Found(
-                    k, "several_faces", len(faces), decode_s=t1 - t0, find_s=time.perf_counter() - t1
-                )
-            face = faces[0]  # the finder returns the largest first
+            face = only_face(faces, self.largest, self.paths[k])
             chip = np.ascontiguousarray(self.align(image, landmarks_of(face)))
+        except NoFaceError:
+            return _Found(k, "no_face", reason="no face found", decode_s=t1 - t0,
+                          find_s=time.perf_counter() - t1)  # fmt: skip
+        except SeveralFacesError:
+            return _Found(k, "several_faces", len(faces), decode_s=t1 - t0, find_s=time.perf_counter() - t1)
         except FacestyleError as exc:
             return _Found(k, "error", reason=f"{self.paths[k]}: {exc}", decode_s=t1 - t0)
         except Exception as exc:  # a photo that breaks the detector must not stop the run
