@@ -5,18 +5,27 @@ The index is a cache of the SQLite templates, keyed by template id. Two layouts,
 
 - ``flat``: exact inner-product search (``IndexIDMap2`` over ``IndexFlatIP``). Exact is best while it
   is fast enough.
-- ``ivfpq``: for large galleries, two stages. (1) IVF with 4-bit product-quantised codes scanned by
-  FAISS's SIMD "fast-scan" kernels (``IndexIVFPQFastScan``): k-means lists trained on the gallery's
-  own vectors at build time, a query scans the lists nearest to it, comparing 32-byte codes instead of
-  512-byte vectors, which is ~10x less memory traffic than IVF-Flat. (2) The few dozen candidates it
-  returns are re-scored exactly against the full vectors (an ``IndexIDMap2`` over a flat store), so the
-  scores a user sees are exact cosines and the approximation can only cost recall, never accuracy of a
-  score. IVF-Flat alone needed 3.3 ms per query at 1M for recall@1 0.996; this layout needs 0.78 ms
-  for 0.998 (docs/gallery.md). Both stages store our ids and remove them natively, so removal is real in
-  both layouts. The list count is chosen from the size at build time; once the gallery has grown well
-  past that size the index is rebuilt (retrained).
+- ``ivfpq4d``: for large galleries, two stages. (1) IVF whose lists hold a product-quantised code of 4
+  bits per dimension (one sub-quantiser per dimension: 64 bytes for 128-d instead of 512), scanned by
+  FAISS's SIMD "fast-scan" kernels (``IndexIVFPQFastScan``): k-means lists trained on the gallery's own
+  vectors at build time, a query scans the lists nearest to it. (2) The best few dozen candidates are
+  re-scored exactly against the full vectors (an ``IndexIDMap2`` over a flat store), so the scores a
+  user sees are exact cosines and the approximation can only cost recall, never accuracy of a score.
+  Both stages store our ids and remove them natively, so removal is real in both layouts. The list
+  count is chosen from the size at build time; once the gallery has grown well past that size the
+  index is rebuilt (retrained).
 
-The file on disk is ``magic + header length + JSON header + faiss bytes`` (for ``ivfpq`` the bytes of the
+Why these codes and this many lists: face embeddings are crowded (many strangers' templates score
+within a few hundredths of the best one). The earlier ``ivfpq`` layout coded two dimensions per 4-bit
+code (32 bytes) and erred by about that much: on face-like vectors (``benchmarks/search_face_like.py``)
+its top-1 matched exact search for 0.76-0.78 of probes at 100k with 32 candidates re-scored, 0.88 with
+64, however many lists it scanned. With a code per dimension and 64 candidates re-scored, the coarse
+stage finds what IVF-Flat and 8-bit scalar quantisation (IVF-SQ8) find on every probe measured (100k
+and 1M), in 0.55-0.63x SQ8's CPU time. What is left is the lists scanned: in a crowded space a
+probe's true neighbour often sits in a far list, so a fixed share of the lists is scanned (3/16; see
+``IVF_NPROBE_FRACTION`` and docs/gallery.md), not the 3*sqrt(nlist) that sufficed on random vectors.
+
+The file on disk is ``magic + header length + JSON header + faiss bytes`` (for IVF the bytes of the
 coarse index followed by those of the exact store; the header gives both lengths). The header stamps what the
 cache was built from (gallery id, model, dimension, SQLite generation) and the SHA-256 of the FAISS
 bytes, so a stale, truncated, corrupt or foreign file is recognised and rebuilt rather than trusted.
@@ -39,10 +48,16 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-MAGIC = b"FSGALLERYIDX\n"
-FORMAT_VERSION = 2  # 2: the large layout became ivfpq (IVF-Flat files are rebuilt)
+from facestyle.threads import thread_count
 
-KINDS = ("flat", "ivfpq")
+MAGIC = b"FSGALLERYIDX\n"
+#: 2: the large layout became ivfpq (IVF-Flat files are rebuilt); 3: it became ivfpq4d (a code per
+#: dimension, more lists scanned; ivfpq files are rebuilt, flat ones too, which costs little).
+FORMAT_VERSION = 3
+
+#: The layouts; the IVF one is the only kind besides flat (its name says what its file holds).
+IVF_KIND = "ivfpq4d"
+KINDS = ("flat", IVF_KIND)
 
 #: At or above this many templates the gallery uses IVF-PQ; below, exact flat search. Measured on the
 #: shared 2-core machine: flat 128-d costs ~0.04-0.06 ms CPU per 1k vectors per query, so ~1 ms is
@@ -59,18 +74,19 @@ IVF_TRAIN_ITER = 10
 #: Retrain (rebuild) once the gallery holds this many times the vectors the lists were trained for:
 #: the list count then no longer fits the size, and lists fill unevenly.
 IVF_RETRAIN_GROWTH = 4
-#: Lists scanned per query: this many times sqrt(nlist). Genuine-probe recall@1 at a fixed scanned
-#: fraction rises with the list count, so the fraction can shrink as nlist grows. Because the
-#: candidates are re-scored exactly, recall is that of the lists scanned (IVF-Flat's): at 1M, nlist
-#: 4096, 192 lists give 0.996. 3 * sqrt(nlist) gives 192 there. See docs/gallery.md.
-IVF_NPROBE_PER_SQRT_NLIST = 3
+#: Share of the lists scanned per query. Because the candidates are re-scored exactly, recall is that
+#: of the lists scanned (IVF-Flat's). On face-like vectors (a crowded space: a probe's true neighbour
+#: often sits in a far list) the share needed for a given recall hardly falls as the gallery grows,
+#: unlike on random vectors, where 3*sqrt(nlist) lists sufficed. Measured, 2,000 probes, share of exact
+#: search's right answers kept: 3/16 of the lists keeps 0.994 at 100k (192 of 1024), 0.995 at 300k
+#: (384 of 2048), 0.994 at 1M (768 of 4096); 1/8 keeps 0.980-0.987. See docs/gallery.md.
+IVF_NPROBE_FRACTION = 3 / 16
 #: Bits per product-quantiser code: 4 is what FAISS's fast-scan kernels (in-register lookup tables) take.
 PQ_BITS = 4
 #: Candidates the coarse stage hands to the exact re-scoring: at least this many (``Gallery.search``
-#: asks for 36). With a few dozen re-scored, PQ's error in the scores (~0.02 in cosine) cannot push the
-#: true neighbour out of the candidates, so recall is that of the lists scanned; more candidates cost
-#: fast-scan time (k=72 is ~0.1 ms slower per query at 1M than k=1).
-RERANK_MIN = 32
+#: asks for 36). With a code per dimension, PQ's score error is small enough that 64 re-scored
+#: candidates hold the true neighbour whenever its list was scanned (128 found nothing more at 1M).
+RERANK_MIN = 64
 
 
 def nlist_for(n: int) -> int:
@@ -82,12 +98,38 @@ def nlist_for(n: int) -> int:
 
 def nprobe_for(nlist: int) -> int:
     """Lists scanned per query for an IVF index of ``nlist`` lists."""
-    return int(min(nlist, math.ceil(IVF_NPROBE_PER_SQRT_NLIST * math.sqrt(nlist))))
+    return int(min(nlist, max(1, math.ceil(IVF_NPROBE_FRACTION * nlist))))
 
 
 def train_size(n: int, nlist: int) -> int:
     """How many of ``n`` vectors to train ``nlist`` lists on."""
     return min(n, max(IVF_TRAIN_MIN, IVF_MIN_POINTS_PER_LIST * nlist))
+
+
+def remove_from_fast_scan(index: faiss.IndexIVFPQFastScan, selector: faiss.IDSelector) -> int:
+    """``index.remove_ids(selector)``, leaving the freed code slots zeroed so later adds are not corrupted.
+
+    FAISS (1.15) fills a removed slot with the list's last entry and shrinks the list, but leaves that
+    entry's old 4-bit codes in the now unused slot at the end of the last 32-vector block. A later add
+    ORs its codes into the slot (the packer assumes zeroed space), so the vector added there gets a
+    garbled code and may never be found: measured, after removing 300 of 3,000 vectors, 38% of 600
+    vectors added next were unfindable even with every list scanned. Zeroing the freed slots of the
+    lists that shrank (at most 31 per list) restores what the packer assumes.
+    """
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    before = [lists.list_size(i) for i in range(index.nlist)]
+    removed = int(index.remove_ids(selector))
+    if removed:
+        block = lists.n_per_block
+        zero = np.zeros(lists.packer.code_size, dtype=np.uint8)
+        for i, old in enumerate(before):
+            new = lists.list_size(i)
+            if new < old:
+                codes = lists.get_codes(i)
+                # slots past the last kept block were freed with it; new blocks are zeroed on growth
+                for slot in range(new, min(old, -(-new // block) * block)):
+                    lists.packer.pack_1_c(faiss.swig_ptr(zero), slot, codes)
+    return removed
 
 
 class IndexInvalid(Exception):
@@ -107,13 +149,13 @@ class Stamp:
 
 def choose_kind(n_templates: int, current: str | None = None) -> str:
     """Index layout for ``n_templates``, with hysteresis around the switch size."""
-    if current == "ivfpq" and n_templates >= FLAT_MAX_AFTER_IVF:
-        return "ivfpq"
-    return "ivfpq" if n_templates >= IVF_MIN_TEMPLATES else "flat"
+    if current == IVF_KIND and n_templates >= FLAT_MAX_AFTER_IVF:
+        return IVF_KIND
+    return IVF_KIND if n_templates >= IVF_MIN_TEMPLATES else "flat"
 
 
 def new_flat_index(dim: int) -> faiss.IndexIDMap2:
-    """An empty id-mapped exact inner-product store: the whole ``flat`` layout, and ``ivfpq``'s exact stage.
+    """An empty id-mapped exact inner-product store: the whole ``flat`` layout, and IVF's exact stage.
 
     IDMap2 keeps an id -> row map, so ``reconstruct`` works by our ids and removal renumbers safely.
     """
@@ -121,12 +163,13 @@ def new_flat_index(dim: int) -> faiss.IndexIDMap2:
 
 
 def pq_subquantizers(dim: int) -> int:
-    """Sub-quantisers for ``dim``: one per two dimensions (32 bytes of 4-bit codes for 128-d)."""
-    return dim // 2 if dim % 2 == 0 else dim
+    """Sub-quantisers for ``dim``: one per dimension (64 bytes of 4-bit codes for 128-d). One per two
+    dimensions (the ``ivfpq`` layout) erred by as much as crowded face scores differ (module docstring)."""
+    return dim
 
 
 def new_ivfpq_index(dim: int, nlist: int) -> faiss.IndexIVFPQFastScan:
-    """An untrained IVF-PQ fast-scan inner-product index.
+    """An untrained IVF-PQ fast-scan inner-product index with a 4-bit code per dimension.
 
     It stores our ids itself and removes by id natively (an IndexIDMap around it would break on
     removal: IVF does not renumber). Fast-scan's block lists cannot keep a hashtable direct map, so a
@@ -140,9 +183,20 @@ def new_ivfpq_index(dim: int, nlist: int) -> faiss.IndexIVFPQFastScan:
     return index
 
 
-def train_ivf(index: faiss.Index, vectors: np.ndarray) -> None:
-    """Train the coarse quantizer and the codebooks (k-means, FAISS's fixed seed) on ``vectors``."""
-    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+def train_ivf(index: faiss.IndexIVF, vectors: np.ndarray) -> None:
+    """Train the coarse quantizer and then the codebooks (k-means, FAISS's fixed seed) on ``vectors``.
+
+    The lists' k-means (large matrix products) runs on all threads. The codebooks are 128 k-means of
+    16 centroids on a few thousand residuals each: thousands of tiny OpenMP regions, whose fan-out on a
+    busy 2-core machine cost 25-50 s at 5,000 vectors against 1.4 s on one thread (FAISS skips the
+    quantizer's training in ``index.train`` once it holds ``nlist`` trained centroids).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index.quantizer.reset()
+    faiss.Clustering(index.d, index.nlist, index.cp).train(vectors, index.quantizer)
+    index.quantizer.is_trained = True
+    with thread_count(faiss.omp_get_max_threads, faiss.omp_set_num_threads, 1):
+        index.train(vectors)
 
 
 class VectorIndex:
@@ -169,7 +223,7 @@ class VectorIndex:
             self.exact = self.index
         else:
             if index is None or exact is None:
-                raise ValueError("an ivfpq VectorIndex needs its trained index and its exact store")
+                raise ValueError(f"an {IVF_KIND} VectorIndex needs its trained index and its exact store")
             self.index, self.exact = index, exact
         #: IVF: how many vectors the lists were trained for (drives the retrain-on-growth rule).
         self.trained_on = int(trained_on)
@@ -183,7 +237,7 @@ class VectorIndex:
             for ids, vecs in chunks:
                 out.add(ids, vecs)
             return out
-        if kind != "ivfpq":
+        if kind != IVF_KIND:
             raise ValueError(f"unknown index kind {kind!r}")
         parts = list(chunks)
         ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
@@ -194,7 +248,7 @@ class VectorIndex:
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, train_size(n, nlist), replace=False))
         train_ivf(index, vecs[pick])
-        out = cls("ivfpq", dim, index, new_flat_index(dim), trained_on=n)
+        out = cls(IVF_KIND, dim, index, new_flat_index(dim), trained_on=n)
         out.add(ids, vecs)
         return out
 
@@ -202,7 +256,7 @@ class VectorIndex:
         """Whether an index holding ``n_live`` templates should be rebuilt (layout or IVF training)."""
         if choose_kind(n_live, self.kind) != self.kind:
             return True
-        return self.kind == "ivfpq" and n_live > IVF_RETRAIN_GROWTH * max(self.trained_on, 1)
+        return self.kind == IVF_KIND and n_live > IVF_RETRAIN_GROWTH * max(self.trained_on, 1)
 
     def _read_ids(self) -> np.ndarray:
         ids = faiss.vector_to_array(self.exact.id_map).astype(np.int64)
@@ -221,7 +275,7 @@ class VectorIndex:
     @property
     def nlist(self) -> int:
         """IVF list count (0 for the flat layout)."""
-        return int(self.index.nlist) if self.kind == "ivfpq" else 0
+        return int(self.index.nlist) if self.kind == IVF_KIND else 0
 
     def reconstruct(self, template_id: int) -> np.ndarray:
         """The stored (unit) vector of ``template_id``."""
@@ -234,7 +288,7 @@ class VectorIndex:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if self.kind == "ivfpq":
+        if self.kind == IVF_KIND:
             self.index.add_with_ids(vectors, ids)
         self.exact.add_with_ids(vectors, ids)
         self._ids = np.union1d(self._ids, ids)
@@ -246,8 +300,8 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         # Both stages test every stored id against the selector, so a hashed batch keeps that cheap.
         selector = faiss.IDSelectorBatch(ids)
-        if self.kind == "ivfpq":
-            self.index.remove_ids(selector)
+        if self.kind == IVF_KIND:
+            remove_from_fast_scan(self.index, selector)
         removed = int(self.exact.remove_ids(selector))
         self._ids = np.setdiff1d(self._ids, ids, assume_unique=True)
         return removed
@@ -281,7 +335,7 @@ class VectorIndex:
     def save(self, path: Path, stamp: Stamp) -> None:
         """Atomically replace ``path`` with this index stamped with ``stamp`` (mode 0600)."""
         blobs = [faiss.serialize_index(self.index).tobytes()]
-        if self.kind == "ivfpq":
+        if self.kind == IVF_KIND:
             blobs.append(faiss.serialize_index(self.exact).tobytes())
         payload = b"".join(blobs)
         header = {
@@ -348,7 +402,7 @@ class VectorIndex:
         parts = header.get("part_bytes")
         if (
             not isinstance(trained_on, int)
-            or (kind == "ivfpq" and trained_on < 1)
+            or (kind == IVF_KIND and trained_on < 1)
             or not isinstance(parts, list)
             or len(parts) != (1 if kind == "flat" else 2)
             or sum(parts) != len(payload)
@@ -372,10 +426,16 @@ class VectorIndex:
             for ix, want in zip(indexes, expected, strict=True)
         ):
             raise IndexInvalid("the index file holds an index of the wrong shape")
-        if kind == "ivfpq" and (not indexes[0].is_trained or indexes[0].ntotal != indexes[1].ntotal):
+        # An IVF file must hold this layout's codes (a code per dimension), not the earlier ivfpq's.
+        codes = indexes[0].pq if kind == IVF_KIND else None
+        if codes is not None and (
+            not indexes[0].is_trained
+            or indexes[0].ntotal != indexes[1].ntotal
+            or (codes.M, codes.nbits) != (pq_subquantizers(dim), PQ_BITS)
+        ):
             raise IndexInvalid("the index file holds an index of the wrong shape")
         stamp = Stamp(gallery_id, model, dim, int(header["generation"]), kind)
-        exact = indexes[1] if kind == "ivfpq" else None
+        exact = indexes[1] if kind == IVF_KIND else None
         return cls(kind, dim, indexes[0], exact, trained_on=trained_on), stamp
 
 
