@@ -22,8 +22,9 @@ its top-1 matched exact search for 0.76-0.78 of probes at 100k with 32 candidate
 64, however many lists it scanned. With a code per dimension and 64 candidates re-scored, the coarse
 stage finds what IVF-Flat and 8-bit scalar quantisation (IVF-SQ8) find on every probe measured (100k
 and 1M), in 0.55-0.63x SQ8's CPU time. What is left is the lists scanned: in a crowded space a
-probe's true neighbour often sits in a far list, so a fixed share of the lists is scanned (3/16; see
-``IVF_NPROBE_FRACTION`` and docs/gallery.md), not the 3*sqrt(nlist) that sufficed on random vectors.
+probe's true neighbour often sits in a far list, so from 1,024 lists on a fixed share of them is
+scanned (3/16; fewer lists need more, see ``nprobe_for``), not the 3*sqrt(nlist) that sufficed on
+random vectors.
 
 The file on disk is ``magic + header length + JSON header + faiss bytes`` (for IVF the bytes of the
 coarse index followed by those of the exact store; the header gives both lengths). The header stamps what the
@@ -59,10 +60,13 @@ FORMAT_VERSION = 3
 IVF_KIND = "ivfpq4d"
 KINDS = ("flat", IVF_KIND)
 
-#: At or above this many templates the gallery uses IVF-PQ; below, exact flat search. Measured on the
-#: shared 2-core machine: flat 128-d costs ~0.04-0.06 ms CPU per 1k vectors per query, so ~1 ms is
-#: reached near 17-25k depending on load. See docs/gallery.md.
-IVF_MIN_TEMPLATES = 20_000
+#: At or above this many templates the gallery uses IVF; below, exact flat search, which is perfect.
+#: Measured on face-like vectors (CPU ms per single query, 4,000 probes, 1 thread): flat 0.13 at 15k,
+#: 0.19 at 20k, 0.30 at 25k, 0.48 at 30k (its cost per vector grows once the vectors outgrow the
+#: cache); IVF at its recall (0.995-0.998 of exact search's right answers kept) 0.13, 0.16, 0.18, 0.19.
+#: So IVF stops losing at ~15k, is 1.2x faster at 20k, 1.7x at 25k and 2.5x at 30k: below 25k it
+#: would save under 0.1 ms a query for the answers it loses. See docs/gallery.md.
+IVF_MIN_TEMPLATES = 25_000
 #: Hysteresis: an IVF gallery goes back to flat only below half the switch size.
 FLAT_MAX_AFTER_IVF = IVF_MIN_TEMPLATES // 2
 #: k-means wants at least this many training vectors per list (FAISS warns below 39).
@@ -74,12 +78,15 @@ IVF_TRAIN_ITER = 10
 #: Retrain (rebuild) once the gallery holds this many times the vectors the lists were trained for:
 #: the list count then no longer fits the size, and lists fill unevenly.
 IVF_RETRAIN_GROWTH = 4
-#: Share of the lists scanned per query. Because the candidates are re-scored exactly, recall is that
-#: of the lists scanned (IVF-Flat's). On face-like vectors (a crowded space: a probe's true neighbour
-#: often sits in a far list) the share needed for a given recall hardly falls as the gallery grows,
-#: unlike on random vectors, where 3*sqrt(nlist) lists sufficed. Measured, 2,000 probes, share of exact
-#: search's right answers kept: 3/16 of the lists keeps 0.994 at 100k (192 of 1024), 0.995 at 300k
-#: (384 of 2048), 0.994 at 1M (768 of 4096); 1/8 keeps 0.980-0.987. See docs/gallery.md.
+#: Lists scanned per query: the larger of ``IVF_NPROBE_PER_SQRT_NLIST * sqrt(nlist)`` and
+#: ``IVF_NPROBE_FRACTION * nlist``. Because the candidates are re-scored exactly, recall is that of the
+#: lists scanned (IVF-Flat's). On face-like vectors (a crowded space: a probe's true neighbour often
+#: sits in a far list) the share of lists needed hardly falls as the gallery grows, unlike on random
+#: vectors, where 3*sqrt(nlist) sufficed. Measured (share of exact search's right answers kept,
+#: 2,000-4,000 probes): nlist 512 (20-38k) with 128-136 lists keeps 0.994-0.997 (96 kept 0.988-0.989);
+#: 1024 (100k) 192 keeps 0.994; 2048 (300k) 384 keeps 0.995; 4096 (1M) 768 keeps 0.994 (512: 0.987).
+#: The square-root term rules up to nlist 1024, the fixed share from there. See docs/gallery.md.
+IVF_NPROBE_PER_SQRT_NLIST = 6
 IVF_NPROBE_FRACTION = 3 / 16
 #: Bits per product-quantiser code: 4 is what FAISS's fast-scan kernels (in-register lookup tables) take.
 PQ_BITS = 4
@@ -98,7 +105,8 @@ def nlist_for(n: int) -> int:
 
 def nprobe_for(nlist: int) -> int:
     """Lists scanned per query for an IVF index of ``nlist`` lists."""
-    return int(min(nlist, max(1, math.ceil(IVF_NPROBE_FRACTION * nlist))))
+    want = max(IVF_NPROBE_PER_SQRT_NLIST * math.sqrt(nlist), IVF_NPROBE_FRACTION * nlist)
+    return int(min(nlist, max(1, math.ceil(want))))
 
 
 def train_size(n: int, nlist: int) -> int:
