@@ -24,6 +24,9 @@ estimate are keyed by). There is no file lock: a check that decides a write (``n
 duplicate-photo check, a rename's target) runs under a transaction-scoped advisory lock on the name,
 identities are created with ``INSERT ... ON CONFLICT``, and ``UNIQUE(name)`` is the last word. A
 committed enrollment is durable by Postgres's own commit; a client killed mid-write leaves nothing.
+A large bulk write (:data:`BULK_REBUILD_MIN`) drops the HNSW index, COPYs and builds the index again
+in its transaction, many times faster than a COPY into the live index; searches of that gallery wait
+for its commit (the DROP locks the table), and a failure anywhere leaves the old index and rows.
 
 Search: up to :data:`EXACT_MAX_TEMPLATES` (2,000) templates a sequential scan (exact); above, the HNSW
 index with ``SET LOCAL hnsw.ef_search`` per query. Either way the candidates' vectors come back and are
@@ -93,6 +96,26 @@ HNSW_EF_SEARCH_MAX = 1000
 #: scanning, 2.2 ms through HNSW; server time for 3,000: 1.6 ms scan, 0.7 ms index). Above, HNSW wins.
 EXACT_MAX_TEMPLATES = 2_000
 
+#: The HNSW index, made when the gallery is bound and again by a bulk write that dropped it.
+HNSW_INDEX = "templates_embedding_hnsw"
+#: A bulk write (``enroll_many``, ``import_records``, ``gallery migrate``) of at least this many
+#: templates, and of at least :data:`BULK_REBUILD_SHARE` of the templates already there, drops the HNSW
+#: index, COPYs, and builds the index again, all in its one transaction: COPY into a live HNSW index
+#: inserts row by row (a graph search per row), a build inserts into a graph held in memory.
+#: Measured by ``benchmarks/gallery_postgres_writes.py`` (docs/gallery.md). Smaller writes keep the
+#: index, so that readers are never blocked for them.
+BULK_REBUILD_MIN = 5_000
+BULK_REBUILD_SHARE = 0.5
+#: ``maintenance_work_mem`` for a build: the graph must fit, or pgvector goes on to insert the rest
+#: one by one on disk. pgvector 0.6.2 holds per template its neighbour lists (2m slots of 16 bytes at
+#: layer 0), the vector and ~200 bytes of element; measured at m=24 (the NOTICE saying after how
+#: many tuples the graph no longer fit in 8 and 16 MB, serial build): 1,099 / 1,484 / 3,020 bytes at
+#: 32 / 128 / 512 dimensions, i.e. 968 + 4 * dim. The estimate below is ~4% above that, plus room
+#: for a parallel build's fixed part (~4 MB measured); never below the server's own setting, and
+#: capped (2 GB holds ~1.3M 128-d templates; above, the rest of the build is slower, not wrong).
+HNSW_BUILD_SLACK = 32 << 20
+HNSW_BUILD_MEM_MAX = 2 << 30
+
 #: Connections kept per Gallery (each search or write borrows one for its duration).
 POOL_MIN, POOL_MAX = 1, 4
 #: Seconds to wait for a connection (a new one, or one from a busy pool); env overrides.
@@ -100,6 +123,26 @@ CONNECT_TIMEOUT = 10.0
 TIMEOUT_ENV = "FACESTYLE_PG_TIMEOUT"
 
 INSTALL_HINT = "PostgreSQL galleries need psycopg and pgvector: pip install 'facestyle[postgres]'"
+
+
+def hnsw_create_sql(if_absent: bool = False) -> str:
+    """The statement that makes the HNSW index (on ``templates`` of the schema on the search path)."""
+    return (
+        f"CREATE INDEX {'IF NOT EXISTS ' if if_absent else ''}{HNSW_INDEX} ON templates USING hnsw"
+        f" (embedding vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+    )
+
+
+def hnsw_build_memory(templates: int, dim: int) -> int:
+    """Bytes of ``maintenance_work_mem`` an HNSW build of ``templates`` ``dim``-d vectors wants (see
+    :data:`HNSW_BUILD_SLACK`), at most :data:`HNSW_BUILD_MEM_MAX`."""
+    per_template = 256 + 32 * HNSW_M + 4 * int(dim)
+    return min(HNSW_BUILD_MEM_MAX, HNSW_BUILD_SLACK + int(templates) * per_template)
+
+
+def bulk_rebuilds(adding: int, existing: int) -> bool:
+    """Whether a write of ``adding`` templates into ``existing`` drops and rebuilds the HNSW index."""
+    return adding >= BULK_REBUILD_MIN and adding >= BULK_REBUILD_SHARE * existing
 
 
 def _modules() -> tuple[Any, Any, Any]:
@@ -289,10 +332,11 @@ class PostgresGallery(Gallery):
         self._check_open()
 
     def rebuild(self) -> int:
-        """Rebuild the HNSW index (``REINDEX``); returns the number of templates."""
+        """Rebuild the HNSW index (``REINDEX``, with the memory its graph needs); returns the number of
+        templates."""
         self._check_writable()
         if self.dim is not None:
-            self._run(lambda conn: conn.execute("REINDEX INDEX templates_embedding_hnsw"))
+            self._run(lambda conn: self._build_hnsw(conn, f"REINDEX INDEX {HNSW_INDEX}", self._count(conn)))
         return self._counts()[1]
 
     # ---- running statements ------------------------------------------------------------------------
@@ -386,10 +430,7 @@ class PostgresGallery(Gallery):
 
         def shape(conn: Any) -> None:
             conn.execute(f"ALTER TABLE templates ALTER COLUMN embedding TYPE vector({int(dim)})")
-            conn.execute(
-                "CREATE INDEX IF NOT EXISTS templates_embedding_hnsw ON templates USING hnsw "
-                f"(embedding vector_ip_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-            )
+            conn.execute(hnsw_create_sql(if_absent=True))
 
         values = {"model": model, "dim": str(int(dim)), "model_version": version}
         self._write_meta(values, if_absent="model", then=shape)
@@ -398,6 +439,11 @@ class PostgresGallery(Gallery):
         return int(self._meta("generation") or 0)
 
     # ---- reads -------------------------------------------------------------------------------------
+    @staticmethod
+    def _count(conn: Any) -> int:
+        """The number of templates, in ``conn``'s transaction."""
+        return int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+
     def _counts(self) -> tuple[int, int]:
         rows = self._rows("SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM templates)")
         return int(rows[0][0]), int(rows[0][1])
@@ -593,7 +639,12 @@ class PostgresGallery(Gallery):
         ).fetchone()[0]
 
     def _enroll_many(self, names: list[str], vecs: np.ndarray) -> int:
+        """One transaction: the identities, then one binary COPY of the templates. A large one (see
+        :data:`BULK_REBUILD_MIN`) drops the HNSW index first and builds it again after the COPY; readers
+        wait for its commit (the DROP locks the table), a failure anywhere leaves the old index."""
+
         def body(conn: Any) -> int:
+            existing = self._drop_hnsw_for(conn, len(vecs))
             now = time.time()
             distinct = sorted(set(names))
             got = conn.execute(
@@ -606,9 +657,59 @@ class PostgresGallery(Gallery):
                 conn,
                 [(ids[n], v, None, None, None, None, now, None) for n, v in zip(names, vecs, strict=True)],
             )
+            if existing is not None:
+                self._build_hnsw(conn, hnsw_create_sql(), existing + len(vecs))
             return len(vecs)
 
         return self._run(body, write=True)
+
+    def _drop_hnsw_for(self, conn: Any, adding: int) -> int | None:
+        """Drop the HNSW index when a write of ``adding`` templates is to rebuild it
+        (:func:`bulk_rebuilds`); returns the number of templates before the write if it did.
+
+        DROP INDEX takes the table's ACCESS EXCLUSIVE lock until the commit: searches (and other
+        writers) wait for the whole import, index build included. It comes first in the transaction,
+        before the write holds an identity row another writer might be waiting for (else the two would
+        deadlock). A gallery without the index (dropped by hand, or by a benchmark that builds its own)
+        is left without one."""
+        if adding < BULK_REBUILD_MIN:
+            return None
+        if (
+            conn.execute("SELECT to_regclass(%s)", (f"{self._loc.schema}.{HNSW_INDEX}",)).fetchone()[0]
+            is None
+        ):
+            return None
+        existing = self._count(conn)
+        if not bulk_rebuilds(adding, existing):
+            return None
+        conn.execute(f"DROP INDEX {HNSW_INDEX}")
+        return existing
+
+    def _build_hnsw(self, conn: Any, statement: str, templates: int) -> None:
+        """Run ``statement`` (the index's CREATE INDEX, or REINDEX) with ``maintenance_work_mem`` raised
+        for a graph of ``templates`` (:func:`hnsw_build_memory`) for this transaction only.
+
+        A parallel build holds the graph in one shared-memory segment of that size; a server whose
+        ``/dev/shm`` is smaller (Docker gives 64 MB unless told otherwise) refuses it with an
+        insufficient-resources error (SQLSTATE class 53). Then the build runs again, from a savepoint,
+        without workers, in the backend's own memory."""
+        psycopg, _, _ = _modules()
+        have_kb = int(
+            conn.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'"
+            ).fetchone()[0]
+        )
+        want_kb = hnsw_build_memory(templates, self._bound_dim()) >> 10
+        if want_kb > have_kb:
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{want_kb}kB'")
+        try:
+            with conn.transaction():  # a savepoint: a refused build leaves the transaction usable
+                conn.execute(statement)
+        except psycopg.OperationalError as exc:
+            if not (exc.sqlstate or "").startswith("53"):
+                raise
+            conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+            conn.execute(statement)
 
     @staticmethod
     def _copy_templates(conn: Any, rows: list[tuple]) -> None:
@@ -652,7 +753,25 @@ class PostgresGallery(Gallery):
         self._run(body, write=True)
 
     def _import(self, identities: list[IdentityRecord], templates: list[TemplateRecord]) -> int:
+        """One transaction, like :meth:`_enroll_many`: first which templates are new (a name's template
+        with the same vector is there already), so that a large import can drop the HNSW index before
+        it writes anything; then the identities and one COPY."""
+
         def body(conn: Any) -> int:
+            have = {
+                (name, emb.to_numpy().tobytes())
+                for name, emb in conn.execute(
+                    "SELECT i.name, t.embedding FROM templates t JOIN identities i ON i.id = t.identity_id",
+                    binary=True,
+                )
+            }
+            new = []
+            for t in templates:
+                key = (t.name, np.asarray(t.vector, np.float32).tobytes())
+                if key not in have:
+                    have.add(key)
+                    new.append(t)
+            existing = self._drop_hnsw_for(conn, len(new))
             for r in identities:
                 conn.execute(
                     "INSERT INTO identities(name, created_at, updated_at) VALUES (%s, %s, %s)"
@@ -665,29 +784,25 @@ class PostgresGallery(Gallery):
                     listed.add(t.name)
                     self._upsert_identity(conn, t.name, t.created_at)
             ids = dict(conn.execute("SELECT name, id FROM identities").fetchall())
-            have = {
-                (ident, emb.to_numpy().tobytes())
-                for ident, emb in conn.execute("SELECT identity_id, embedding FROM templates", binary=True)
-            }
-            rows = []
-            for t in templates:
-                key = (ids[t.name], np.asarray(t.vector, np.float32).tobytes())
-                if key not in have:
-                    have.add(key)
-                    rows.append(
-                        (
-                            key[0],
-                            t.vector,
-                            t.image_sha256,
-                            t.source,
-                            t.detector,
-                            t.box,
-                            t.created_at,
-                            t.found_by,
-                        )
+            self._copy_templates(
+                conn,
+                [
+                    (
+                        ids[t.name],
+                        t.vector,
+                        t.image_sha256,
+                        t.source,
+                        t.detector,
+                        t.box,
+                        t.created_at,
+                        t.found_by,
                     )
-            self._copy_templates(conn, rows)
-            return len(rows)
+                    for t in new
+                ],
+            )
+            if existing is not None:
+                self._build_hnsw(conn, hnsw_create_sql(), existing + len(new))
+            return len(new)
 
         return self._run(body, write=True)
 
