@@ -145,6 +145,27 @@ def bulk_rebuilds(adding: int, existing: int) -> bool:
     return adding >= BULK_REBUILD_MIN and adding >= BULK_REBUILD_SHARE * existing
 
 
+def candidate_statements(templates: int, k: int) -> tuple[tuple[str, ...], str]:
+    """How a search fetches the ``k`` candidates nearest a query in a gallery of ``templates``: the
+    ``SET LOCAL`` statements run first in its transaction, and the SELECT (parameters: the query
+    vector, ``k``). The one place both are written, so that a test can EXPLAIN what searches run.
+
+    Up to :data:`EXACT_MAX_TEMPLATES` (or for more candidates than HNSW can give) a sequential scan,
+    exact; above, the HNSW index. They are different statements, not one under different planner
+    settings: psycopg prepares a statement run often, and a prepared plan is kept whatever ``enable_*``
+    says later. The exact one orders by an expression no index serves (``+ 0``), so it can only be a
+    scan; the HNSW one is planned with sequential scans off, so it is always the index (the planner
+    would scan a table of a few thousand rows instead)."""
+    select = (
+        "SELECT c.embedding, i.name FROM (SELECT identity_id, embedding FROM templates"
+        " ORDER BY {order} LIMIT %s) c JOIN identities i ON i.id = c.identity_id"
+    )
+    if templates <= EXACT_MAX_TEMPLATES or k > HNSW_EF_SEARCH_MAX:
+        return (), select.format(order="(embedding <#> %s) + 0")
+    settings = ("SET LOCAL enable_seqscan = off", f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, int(k))}")
+    return settings, select.format(order="embedding <#> %s")
+
+
 def _modules() -> tuple[Any, Any, Any]:
     """(psycopg, psycopg_pool, pgvector.psycopg), imported on first use."""
     try:
@@ -526,7 +547,7 @@ class PostgresGallery(Gallery):
             for q in queries:
                 k = min(n, top_k * 4 + 16)
                 while True:
-                    vecs, owners = self._candidates(conn, q, k, exact=n <= EXACT_MAX_TEMPLATES)
+                    vecs, owners = self._candidates(conn, q, k, n)
                     cands = best_per_name(vecs @ q, owners, top_k)
                     if len(cands) >= top_k or k >= n:
                         break
@@ -536,26 +557,15 @@ class PostgresGallery(Gallery):
 
         return self._run(body)
 
-    def _candidates(self, conn: Any, query: np.ndarray, k: int, exact: bool) -> tuple[np.ndarray, list[str]]:
-        """The ``k`` templates nearest ``query`` by inner product: exactly (a sequential scan), or
-        through HNSW. Their vectors come back for exact re-scoring.
-
-        The two are different statements, not one under different planner settings: psycopg prepares
-        a statement run often, and a prepared plan is kept whatever ``enable_*`` says later. The exact
-        one orders by an expression no index serves (``+ 0``), so it can only be a scan; the HNSW one
-        is planned with sequential scans off, so it is always the index."""
-        if exact or k > HNSW_EF_SEARCH_MAX:
-            order = "(embedding <#> %s) + 0"
-        else:
-            order = "embedding <#> %s"
-            conn.execute("SET LOCAL enable_seqscan = off")
-            conn.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, int(k))}")
-        rows = conn.execute(
-            "SELECT c.embedding, i.name FROM (SELECT identity_id, embedding FROM templates"
-            f" ORDER BY {order} LIMIT %s) c JOIN identities i ON i.id = c.identity_id",
-            (query, int(k)),
-            binary=True,
-        ).fetchall()
+    def _candidates(
+        self, conn: Any, query: np.ndarray, k: int, templates: int
+    ) -> tuple[np.ndarray, list[str]]:
+        """The ``k`` templates nearest ``query`` by inner product in a gallery of ``templates``, run as
+        :func:`candidate_statements` says. Their vectors come back for exact re-scoring."""
+        settings, select = candidate_statements(templates, k)
+        for statement in settings:
+            conn.execute(statement)
+        rows = conn.execute(select, (query, int(k)), binary=True).fetchall()
         return _stack([r[0] for r in rows], len(query)), [str(r[1]) for r in rows]
 
     def _layout(self) -> dict[str, object]:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,63 @@ def test_scores_match_the_directory_backend(
             np.testing.assert_allclose(
                 [c.score for c in pm.candidates], [c.score for c in dm.candidates], atol=1e-6
             )
+
+
+def _plan_nodes(plan: dict) -> Iterator[dict]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+def test_the_candidate_query_is_a_scan_up_to_exact_max_and_the_hnsw_index_above(
+    pg_url: str, pg_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a search really runs (its statements captured on the connection: the SET LOCALs and the
+    candidate SELECT with its parameters), replayed in one transaction under EXPLAIN: a gallery of
+    EXACT_MAX_TEMPLATES templates is a sequential scan of ``templates``, one more template the HNSW
+    index scan (which the planner would not choose for a table this small by itself)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    monkeypatch.setattr(pg, "EXACT_MAX_TEMPLATES", 300)
+    x = units(301, 16, seed=4)
+    schema = pg.parse_url(pg_url).schema
+    execute = psycopg.Connection.execute
+
+    def explain_search(g: Gallery) -> tuple[list[str], list[dict]]:
+        ran: list[tuple[str, tuple]] = []
+
+        def spy(self, query, params=None, **kwargs):  # noqa: ANN001, ANN202
+            ran.append((str(query), tuple(params or ())))
+            return execute(self, query, params, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "execute", spy)
+        try:
+            assert g.search(x[:1], top_k=5)[0][0].name == "p0"
+        finally:
+            monkeypatch.setattr(psycopg.Connection, "execute", execute)
+        settings = [q for q, _ in ran if q.startswith("SET LOCAL")]
+        selects = [(q, p) for q, p in ran if "<#>" in q]
+        assert len(selects) == 1, ran
+        with psycopg.connect(pg_server.get_uri()) as conn:  # one transaction: the SET LOCALs hold
+            register_vector(conn)
+            conn.execute(f"SET LOCAL search_path = {schema}, public")
+            for statement in settings:
+                conn.execute(statement)
+            plan = conn.execute("EXPLAIN (FORMAT JSON) " + selects[0][0], selects[0][1]).fetchone()[0]
+        return settings, list(_plan_nodes(plan[0]["Plan"]))
+
+    with Gallery.open(pg_url, model=MODEL, dim=16) as g:
+        g.enroll_many([f"p{i}" for i in range(300)], x[:300])
+        settings, nodes = explain_search(g)
+        assert settings == [] and g.stats()["search"] == "exact scan"
+        assert any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "templates" for n in nodes)
+        assert not any(n.get("Index Name") == pg.HNSW_INDEX for n in nodes)
+        g.enroll("p300", x[300])
+        settings, nodes = explain_search(g)
+        assert any(n["Node Type"] == "Index Scan" and n.get("Index Name") == pg.HNSW_INDEX for n in nodes)
+        assert f"SET LOCAL hnsw.ef_search = {pg.HNSW_EF_SEARCH}" in settings and g.stats()["search"] == "hnsw"
+        assert not any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "templates" for n in nodes)
 
 
 def test_a_restarted_server_under_a_live_gallery(
