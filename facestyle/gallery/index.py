@@ -1,7 +1,8 @@
 """The FAISS side of the gallery: build, search, persist and validate the derived index.
 
 The index is a cache of the SQLite templates, keyed by template id. Two layouts, chosen by size
-(numbers from ``benchmarks/gallery_search.py``, see docs/gallery.md):
+(numbers from ``benchmarks/gallery_search.py`` and ``benchmarks/search_face_like.py``, see
+docs/gallery.md):
 
 - ``flat``: exact inner-product search (``IndexIDMap2`` over ``IndexFlatIP``). Exact is best while it
   is fast enough.
@@ -11,7 +12,8 @@ The index is a cache of the SQLite templates, keyed by template id. Two layouts,
   vectors at build time, a query scans the lists nearest to it. (2) The best few dozen candidates are
   re-scored exactly against the full vectors (an ``IndexIDMap2`` over a flat store), so the scores a
   user sees are exact cosines and the approximation can only cost recall, never accuracy of a score.
-  Both stages store our ids and remove them natively, so removal is real in both layouts. The list
+  Both stages store our ids and remove them natively (the coarse stage with a fix for a FAISS
+  fast-scan bug: ``remove_from_fast_scan``), so removal is real in both layouts. The list
   count is chosen from the size at build time; once the gallery has grown well past that size the
   index is rebuilt (retrained).
 
@@ -194,10 +196,11 @@ def new_ivfpq_index(dim: int, nlist: int) -> faiss.IndexIVFPQFastScan:
 def train_ivf(index: faiss.IndexIVF, vectors: np.ndarray) -> None:
     """Train the coarse quantizer and then the codebooks (k-means, FAISS's fixed seed) on ``vectors``.
 
-    The lists' k-means (large matrix products) runs on all threads. The codebooks are 128 k-means of
-    16 centroids on a few thousand residuals each: thousands of tiny OpenMP regions, whose fan-out on a
-    busy 2-core machine cost 25-50 s at 5,000 vectors against 1.4 s on one thread (FAISS skips the
-    quantizer's training in ``index.train`` once it holds ``nlist`` trained centroids).
+    The lists' k-means (large matrix products) runs on all threads. The rest runs on one: for
+    ``ivfpq4d`` that is a 16-centroid k-means per dimension on a few thousand residuals, thousands of
+    tiny OpenMP regions whose fan-out on a busy 2-core machine cost 25-50 s at 5,000 vectors against
+    1.4 s on one thread. FAISS skips the quantizer's training in ``index.train`` once it holds
+    ``nlist`` trained centroids; the result is the same as ``index.train`` alone (checked).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index.quantizer.reset()
