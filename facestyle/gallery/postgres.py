@@ -11,8 +11,9 @@ the URL without it).
 
 Layout: one schema per gallery, ``facestyle_<NAME>``, so that many galleries share one database:
 
-- ``meta(key, value)``: ``schema_version``, ``gallery_id``, ``generation``, ``created_at``, the model
-  binding (``model``, ``dim``, ``model_version``) and a stored ``threshold``/``threshold_source``;
+- ``meta(key, value)``: ``schema_version``, ``gallery_id``, ``generation``, ``templates`` (their
+  number, kept by every write), ``created_at``, the model binding (``model``, ``dim``,
+  ``model_version``) and a stored ``threshold``/``threshold_source``;
 - ``identities(id, name UNIQUE, created_at, updated_at)``;
 - ``templates(id, identity_id -> identities ON DELETE CASCADE, embedding vector(dim), image_sha256,
   source, detector, box, created_at, found_by)``: the same metadata as the directory backend, with
@@ -75,10 +76,17 @@ SCHEMA_PREFIX = "facestyle_"
 _NAME = re.compile(r"^[a-z0-9_]{1,48}$")
 
 #: The layout version this code writes; :func:`upgrade` brings older schemas here.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: SQL that takes a schema from version ``v - 1`` to ``v`` (run in order, in one transaction). Version
-#: 1 is the first layout: nothing to migrate yet.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+#: 1 is the first layout. 2: ``meta.templates``, the number of templates, kept by every write (counted
+#: here with writers locked out, so that none is missed).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "LOCK TABLE {schema}.templates IN SHARE MODE",
+        "INSERT INTO {schema}.meta(key, value) SELECT 'templates', count(*)::text FROM {schema}.templates"
+        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    ),
+}
 
 # HNSW parameters, from `benchmarks/gallery_search.py --backend postgres` (docs/gallery-search-postgres.md;
 # 128-d random unit vectors, probe queries, 2 loaded cores): at 100k, m=16 / ef_search 40 (pgvector's
@@ -239,7 +247,6 @@ class PostgresGallery(Gallery):
         self._loc = parse_url(str(location))
         super().__init__(self._loc.display, **kwargs)
         self._pool: Any = None
-        self._sized: tuple[int, int] = (-1, 0)  # (generation, templates): exact scan or HNSW
 
     # ---- where galleries live --------------------------------------------------------------------
     @classmethod
@@ -315,7 +322,7 @@ class PostgresGallery(Gallery):
                 for statement in _TABLES:
                     conn.execute(statement.format(schema=schema))
                 defaults = {"schema_version": str(SCHEMA_VERSION), "gallery_id": uuid.uuid4().hex,
-                            "generation": "0", "created_at": repr(time.time())}  # fmt: skip
+                            "generation": "0", "templates": "0", "created_at": repr(time.time())}  # fmt: skip
                 for key, value in defaults.items():
                     conn.execute(
                         f"INSERT INTO {schema}.meta(key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -353,18 +360,40 @@ class PostgresGallery(Gallery):
         self._check_open()
 
     def rebuild(self) -> int:
-        """Rebuild the HNSW index (``REINDEX``, with the memory its graph needs); returns the number of
-        templates."""
+        """Rebuild the HNSW index (``REINDEX``, with the memory its graph needs; made if it is missing)
+        and count the templates again into ``meta.templates`` (should rows have been changed by hand);
+        returns the number of templates."""
         self._check_writable()
-        if self.dim is not None:
-            self._run(lambda conn: self._build_hnsw(conn, f"REINDEX INDEX {HNSW_INDEX}", self._count(conn)))
-        return self._counts()[1]
+
+        def body(conn: Any) -> int:
+            conn.execute("LOCK TABLE templates IN SHARE MODE")  # writers wait; REINDEX takes it anyway
+            n = int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+            conn.execute("UPDATE meta SET value = %s WHERE key = 'templates'", (str(n),))
+            if self.dim is not None:
+                there = conn.execute(
+                    "SELECT to_regclass(%s)", (f"{self._loc.schema}.{HNSW_INDEX}",)
+                ).fetchone()
+                self._build_hnsw(conn, f"REINDEX INDEX {HNSW_INDEX}" if there[0] else hnsw_create_sql(), n)
+            return n
+
+        return int(self._run(body, write=True))
 
     # ---- running statements ------------------------------------------------------------------------
-    def _run(self, body: Callable[[Any], Any], write: bool = False) -> Any:
+    def _run(
+        self,
+        body: Callable[[Any], Any],
+        write: bool = False,
+        templates: Callable[[Any], int] | None = None,
+    ) -> Any:
         """``body(conn)`` in one transaction on a pooled connection. A connection lost before the commit
         is retried once on a fresh one (the server rolled the transaction back); one lost during the
-        commit is reported, since the write may or may not be done."""
+        commit is reported, since the write may or may not be done.
+
+        A write also bumps ``meta.generation``, and adds ``templates(result)`` (how many templates the
+        body added; negative: removed) to ``meta.templates``, at its end, next to each other: the count
+        costs a row lock for as long as the generation's already did (no new waiting), and saves a
+        ``count(*)`` of the table in every search and write that needs the size (one at 1M templates:
+        35-380 ms, see docs/gallery.md)."""
         self._check_open()
         psycopg, psycopg_pool, _ = _modules()
         for attempt in (1, 2):
@@ -376,6 +405,12 @@ class PostgresGallery(Gallery):
                         conn.execute(
                             "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'"
                         )
+                        added = 0 if templates is None else int(templates(result))
+                        if added:
+                            conn.execute(
+                                "UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'templates'",
+                                (added,),
+                            )
                     committing = True
                 return result
             except psycopg_pool.PoolTimeout:
@@ -462,12 +497,24 @@ class PostgresGallery(Gallery):
     # ---- reads -------------------------------------------------------------------------------------
     @staticmethod
     def _count(conn: Any) -> int:
-        """The number of templates, in ``conn``'s transaction."""
-        return int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+        """The number of templates (``meta.templates``), in ``conn``'s transaction."""
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'templates'").fetchone()[0])
 
     def _counts(self) -> tuple[int, int]:
-        rows = self._rows("SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM templates)")
+        rows = self._rows(
+            "SELECT (SELECT count(*) FROM identities),"
+            " (SELECT value::bigint FROM meta WHERE key = 'templates')"
+        )
         return int(rows[0][0]), int(rows[0][1])
+
+    def _content(self) -> tuple[int, int]:
+        """(templates, last template id) in one statement, without counting identities: every write
+        asks for it (the impostor estimate it may renew)."""
+        rows = self._rows(
+            "SELECT (SELECT value::bigint FROM meta WHERE key = 'templates'),"
+            " pg_sequence_last_value(pg_get_serial_sequence('templates', 'id'))"
+        )
+        return int(rows[0][0]), int(rows[0][1] or 0)
 
     def _last_template_id(self) -> int:
         # The identity sequence, not max(id): removing the newest template must not lower it.
@@ -537,10 +584,7 @@ class PostgresGallery(Gallery):
 
     def _search(self, queries: np.ndarray, top_k: int) -> list[list[Candidate]]:
         def body(conn: Any) -> list[list[Candidate]]:
-            gen = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            if self._sized[0] != gen:
-                self._sized = (gen, int(conn.execute("SELECT count(*) FROM templates").fetchone()[0]))
-            n = self._sized[1]
+            n = self._count(conn)
             if n == 0:
                 return [[] for _ in range(len(queries))]
             out = []
@@ -638,7 +682,7 @@ class PostgresGallery(Gallery):
             total = int(count or 0) + len(ids)
             return EnrollResult(name, ids, created=row is None, templates=total, look_alikes=look_alikes)
 
-        return self._run(body, write=True)
+        return self._run(body, write=True, templates=lambda r: len(r.template_ids))
 
     @staticmethod
     def _upsert_identity(conn: Any, name: str, now: float) -> int:
@@ -671,7 +715,7 @@ class PostgresGallery(Gallery):
                 self._build_hnsw(conn, hnsw_create_sql(), existing + len(vecs))
             return len(vecs)
 
-        return self._run(body, write=True)
+        return self._run(body, write=True, templates=int)
 
     def _drop_hnsw_for(self, conn: Any, adding: int) -> int | None:
         """Drop the HNSW index when a write of ``adding`` templates is to rebuild it
@@ -737,14 +781,16 @@ class PostgresGallery(Gallery):
     def _remove(self, name: str) -> int:
         def body(conn: Any) -> int:
             self._lock_names(conn, name)
-            row = conn.execute("SELECT id FROM identities WHERE name = %s", (name,)).fetchone()
+            # FOR UPDATE: a bulk write (no name lock) adding to this identity waits for the removal or
+            # finishes first, so no template of it is deleted by the cascade uncounted
+            row = conn.execute("SELECT id FROM identities WHERE name = %s FOR UPDATE", (name,)).fetchone()
             if row is None:
                 raise self._not_enrolled(name)
             n = conn.execute("DELETE FROM templates WHERE identity_id = %s", (row[0],)).rowcount
             conn.execute("DELETE FROM identities WHERE id = %s", (row[0],))
             return int(n)
 
-        return self._run(body, write=True)
+        return self._run(body, write=True, templates=lambda n: -n)
 
     def _rename(self, old: str, new: str) -> None:
         def body(conn: Any) -> None:
@@ -814,7 +860,7 @@ class PostgresGallery(Gallery):
                 self._build_hnsw(conn, hnsw_create_sql(), existing + len(new))
             return len(new)
 
-        return self._run(body, write=True)
+        return self._run(body, write=True, templates=int)
 
 
 _TABLES = (

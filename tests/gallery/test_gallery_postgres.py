@@ -21,6 +21,7 @@ from pg_helpers import new_pg_url
 from facestyle.errors import EXIT_GALLERY, GalleryError, GalleryParameterError
 from facestyle.gallery import Gallery, PostgresGallery, bound_model, gallery_exists
 from facestyle.gallery import postgres as pg
+from facestyle.gallery.base import TemplateRecord
 from facestyle.gallery.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,12 +92,118 @@ def test_a_newer_schema_is_refused_and_the_upgrade_runs_once(pg_url: str, pg_ser
     schema = pg.parse_url(pg_url).schema
     with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
         conn.execute(f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
-        with pytest.raises(GalleryError, match="schema version 99, this facestyle reads up to 1"):
+        with pytest.raises(
+            GalleryError, match=f"schema version 99, this facestyle reads up to {pg.SCHEMA_VERSION}"
+        ):
             Gallery.open(pg_url)
         conn.execute(f"UPDATE {schema}.meta SET value = '0' WHERE key = 'schema_version'")
         assert pg.upgrade(conn, schema) == 0
         assert pg.upgrade(conn, schema) == pg.SCHEMA_VERSION  # the second finds the work done
     Gallery.open(pg_url).close()
+
+
+def kept_and_real(pg_server, url: str) -> tuple[int, int]:
+    """(meta.templates, count(*) of templates) of the gallery at ``url``."""
+    import psycopg
+
+    schema = pg.parse_url(url).schema
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        kept = conn.execute(f"SELECT value::bigint FROM {schema}.meta WHERE key = 'templates'").fetchone()
+        real = conn.execute(f"SELECT count(*) FROM {schema}.templates").fetchone()[0]
+    return (None if kept is None else int(kept[0])), int(real)
+
+
+def test_the_template_count_is_kept_by_every_write(
+    pg_url: str, pg_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """meta.templates equals count(*) after each kind of write, a refused one and concurrent ones, and
+    it is what stats, search and the bulk rule read."""
+    monkeypatch.setattr(pg, "BULK_REBUILD_MIN", 50)
+    x = units(400, seed=6)
+    with Gallery.open(pg_url, model=MODEL, dim=16) as g:
+
+        def check(expected: int) -> None:
+            assert kept_and_real(pg_server, pg_url) == (expected, expected)
+            assert g.stats()["templates"] == expected
+
+        check(0)
+        g.enroll("ann", x[:2], image_sha256="a" * 64)
+        check(2)
+        assert g.enroll("ann", x[2], image_sha256="a" * 64).duplicate  # the same photo: nothing added
+        check(2)
+        with pytest.raises(GalleryParameterError):
+            g.enroll("ann", x[3], new=True)
+        check(2)
+        g.enroll_many(["bob"] * 10, x[3:13])  # small: into the live index
+        check(12)
+        g.enroll_many([f"p{i}" for i in range(100)], x[13:113])  # drops and rebuilds the index
+        check(112)
+        assert g.remove("bob") == 10
+        check(102)
+        g.rename("ann", "anne")
+        check(102)
+        identities, templates = g.export_records()
+        assert g.import_records(identities, templates) == 0
+        check(102)
+        extra = [TemplateRecord(v, name="zed", created_at=1.0) for v in x[113:118]]
+        assert g.import_records([], extra) == 5
+        check(107)
+
+        handles = [Gallery.open(pg_url) for _ in range(6)]
+        barrier = threading.Barrier(len(handles) + 1)
+        errors: list[BaseException] = []
+
+        def enroll(h: Gallery, k: int) -> None:
+            try:
+                barrier.wait()
+                for j in range(3):
+                    h.enroll(f"c{k}", x[120 + 3 * k + j])
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=enroll, args=(h, k)) for k, h in enumerate(handles)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        g.enroll_many([f"q{i}" for i in range(60)], x[200:260])  # 60 < half of 107: the live index
+        assert g.remove("zed") == 5
+        for t in threads:
+            t.join()
+        for h in handles:
+            h.close()
+        assert errors == []
+        check(107 + 18 + 60 - 5)
+
+
+def test_a_version_1_gallery_gets_its_template_count_and_rebuild_recounts(pg_url: str, pg_server) -> None:
+    """Upgrading a schema of version 1 fills meta.templates from the table; `rebuild` counts again
+    (a count gone wrong by hand-made changes) and makes a missing HNSW index."""
+    import psycopg
+
+    schema = pg.parse_url(pg_url).schema
+    with Gallery.open(pg_url, model=MODEL, dim=4) as g:
+        g.enroll_many(["ann"] * 3 + ["bob"] * 2, units(5, 4, seed=7))
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {schema}.meta WHERE key = 'templates'")
+        conn.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
+    assert kept_and_real(pg_server, pg_url) == (None, 5)
+    with pytest.raises(GalleryError, match="schema version 1 must be upgraded by a writer first"):
+        Gallery.open(pg_url, read_only=True)
+    with Gallery.open(pg_url) as g:
+        assert g.stats()["schema_version"] == pg.SCHEMA_VERSION == 2
+        assert kept_and_real(pg_server, pg_url) == (5, 5)
+        g.enroll("cid", units(1, 4, seed=8)[0])
+        assert kept_and_real(pg_server, pg_url) == (6, 6) and g.stats()["templates"] == 6
+        with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+            conn.execute(
+                f"DELETE FROM {schema}.templates WHERE id = (SELECT min(id) FROM {schema}.templates)"
+            )
+            conn.execute(f"DROP INDEX {schema}.{pg.HNSW_INDEX}")
+        assert kept_and_real(pg_server, pg_url) == (6, 5)
+        assert g.rebuild() == 5
+        assert kept_and_real(pg_server, pg_url) == (5, 5)
+        with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.{pg.HNSW_INDEX}",)).fetchone()[0]
 
 
 def test_new_is_decided_atomically_across_connections(pg_url: str) -> None:
