@@ -71,6 +71,9 @@ from facestyle.gallery.store import IdentityInfo, TemplateInfo
 SCHEMES = ("postgresql", "postgres")
 #: The URL query parameter naming the gallery (removed before the URL reaches libpq).
 GALLERY_PARAM = "gallery"
+#: The URL query parameter that sets this connection's HNSW ``ef_search`` (also removed before libpq):
+#: the recall/latency trade of one deployment, without a release (docs/gallery-search-postgres.md).
+EF_SEARCH_PARAM = "ef_search"
 DEFAULT_NAME = "default"
 SCHEMA_PREFIX = "facestyle_"
 _NAME = re.compile(r"^[a-z0-9_]{1,48}$")
@@ -92,8 +95,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 # 128-d random unit vectors, probe queries, 2 loaded cores): at 100k, m=16 / ef_search 40 (pgvector's
 # defaults) found the right top-1 for 0.870 of probes, m=24 / 40 for 0.976 and m=24 / 80 for 0.999 at
 # ~5 ms of server CPU. At 1M even m=24 / 320 reaches only 0.975 (27 ms of CPU): there the directory
-# backend (FAISS IVF-PQ, 0.995 in 0.55 ms) is the one to use. ef_search is raised to the number of
-# candidates a search asks for.
+# backend is the one to use. Face embeddings are harder than random vectors
+# (`benchmarks/search_face_like.py --postgres`): at 100k, ef_search 80 keeps 0.943 of the right
+# identifications and 320 keeps 0.985, so a deployment that wants more recall sets ``?ef_search=`` in
+# the gallery URL. ef_search is raised to the number of candidates a search asks for.
 HNSW_M = 24
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 80
@@ -153,10 +158,11 @@ def bulk_rebuilds(adding: int, existing: int) -> bool:
     return adding >= BULK_REBUILD_MIN and adding >= BULK_REBUILD_SHARE * existing
 
 
-def candidate_statements(templates: int, k: int) -> tuple[tuple[str, ...], str]:
+def candidate_statements(templates: int, k: int, ef_search: int | None = None) -> tuple[tuple[str, ...], str]:
     """How a search fetches the ``k`` candidates nearest a query in a gallery of ``templates``: the
     ``SET LOCAL`` statements run first in its transaction, and the SELECT (parameters: the query
     vector, ``k``). The one place both are written, so that a test can EXPLAIN what searches run.
+    HNSW's beam is ``ef_search`` (default :data:`HNSW_EF_SEARCH`), never narrower than ``k``.
 
     Up to :data:`EXACT_MAX_TEMPLATES` (or for more candidates than HNSW can give) a sequential scan,
     exact; above, the HNSW index. They are different statements, not one under different planner
@@ -170,7 +176,8 @@ def candidate_statements(templates: int, k: int) -> tuple[tuple[str, ...], str]:
     )
     if templates <= EXACT_MAX_TEMPLATES or k > HNSW_EF_SEARCH_MAX:
         return (), select.format(order="(embedding <#> %s) + 0")
-    settings = ("SET LOCAL enable_seqscan = off", f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, int(k))}")
+    beam = max(ef_search or HNSW_EF_SEARCH, int(k))
+    settings = ("SET LOCAL enable_seqscan = off", f"SET LOCAL hnsw.ef_search = {beam}")
     return settings, select.format(order="embedding <#> %s")
 
 
@@ -198,6 +205,8 @@ class PgLocation:
     schema: str
     display: str
     password: str
+    #: ``?ef_search=N`` of the URL, or None for :data:`HNSW_EF_SEARCH`.
+    ef_search: int | None = None
 
 
 def parse_url(url: str) -> PgLocation:
@@ -205,19 +214,28 @@ def parse_url(url: str) -> PgLocation:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     names = [v for k, v in query if k == GALLERY_PARAM]
-    rest = [(k, v) for k, v in query if k != GALLERY_PARAM]
+    efs = [v for k, v in query if k == EF_SEARCH_PARAM]
+    rest = [(k, v) for k, v in query if k not in (GALLERY_PARAM, EF_SEARCH_PARAM)]
     name = names[-1] if names else DEFAULT_NAME
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user, colon, password = userinfo.partition(":")
     password = urllib.parse.unquote(password) or next((v for k, v in rest if k == "password"), "")
-    shown_query = _query([(k, v) for k, v in rest if k != "password"] + [(GALLERY_PARAM, name)])
+    ours = [(GALLERY_PARAM, name)] + ([(EF_SEARCH_PARAM, efs[-1])] if efs else [])
+    shown_query = _query([(k, v) for k, v in rest if k != "password"] + ours)
     shown = _url(parts.scheme, f"{user}{at}{hosts}", parts.path, shown_query)
     if not _NAME.match(name):
         raise GalleryError(
             f"{shown}: gallery name {name!r} must be 1-48 of a-z, 0-9 and _ (it names a schema)"
         )
+    ef_search = None
+    if efs:
+        ef_search = int(efs[-1]) if efs[-1].isdigit() else 0
+        if not 1 <= ef_search <= HNSW_EF_SEARCH_MAX:
+            raise GalleryError(
+                f"{shown}: ef_search must be a whole number from 1 to {HNSW_EF_SEARCH_MAX}, not {efs[-1]!r}"
+            )
     conninfo = _url(parts.scheme, parts.netloc, parts.path, _query(rest))
-    return PgLocation(conninfo, SCHEMA_PREFIX + name, shown, password)
+    return PgLocation(conninfo, SCHEMA_PREFIX + name, shown, password, ef_search)
 
 
 def _url(scheme: str, netloc: str, path: str, query: str) -> str:
@@ -606,7 +624,7 @@ class PostgresGallery(Gallery):
     ) -> tuple[np.ndarray, list[str]]:
         """The ``k`` templates nearest ``query`` by inner product in a gallery of ``templates``, run as
         :func:`candidate_statements` says. Their vectors come back for exact re-scoring."""
-        settings, select = candidate_statements(templates, k)
+        settings, select = candidate_statements(templates, k, self._loc.ef_search)
         for statement in settings:
             conn.execute(statement)
         rows = conn.execute(select, (query, int(k)), binary=True).fetchall()
@@ -630,7 +648,11 @@ class PostgresGallery(Gallery):
             "schema_version": int(self._meta("schema_version") or 0),
             "index_kind": "hnsw",
             "search": "exact scan" if n <= EXACT_MAX_TEMPLATES else "hnsw",
-            "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+            "hnsw": {
+                "m": HNSW_M,
+                "ef_construction": HNSW_EF_CONSTRUCTION,
+                "ef_search": self._loc.ef_search or HNSW_EF_SEARCH,
+            },
             "database_bytes": info["size"],
             "pgvector_version": info["pgvector"],
             "server_version": info["server"],

@@ -69,6 +69,43 @@ def test_url_parts_and_the_password_is_never_shown() -> None:
             pg.parse_url(f"postgresql://ann:pw@h/db?gallery={bad}")
 
 
+def test_ef_search_in_the_url_sets_the_beam_and_never_reaches_libpq() -> None:
+    loc = pg.parse_url("postgresql://ann@h/db?ef_search=320&sslmode=require&gallery=staff")
+    assert loc.ef_search == 320 and "ef_search" not in loc.conninfo and "sslmode=require" in loc.conninfo
+    assert loc.display == "postgresql://ann@h/db?sslmode=require&gallery=staff&ef_search=320"
+    assert pg.parse_url("postgresql://ann@h/db?gallery=staff").ef_search is None
+    settings, _ = pg.candidate_statements(pg.EXACT_MAX_TEMPLATES + 1, 20, 320)
+    assert "SET LOCAL hnsw.ef_search = 320" in settings
+    settings, _ = pg.candidate_statements(pg.EXACT_MAX_TEMPLATES + 1, 500, 320)  # never below k
+    assert "SET LOCAL hnsw.ef_search = 500" in settings
+    for bad in ("0", "-5", "2.5", "many", "", str(pg.HNSW_EF_SEARCH_MAX + 1)):
+        with pytest.raises(GalleryError, match="ef_search must be a whole number"):
+            pg.parse_url(f"postgresql://ann@h/db?gallery=staff&ef_search={bad}")
+
+
+def test_a_gallery_opened_with_ef_search_searches_with_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL's ef_search reaches the statements a search runs, and stats report it."""
+    monkeypatch.setattr(pg, "EXACT_MAX_TEMPLATES", 10)
+    x = units(40, 16, seed=9)
+    with Gallery.open(pg_url, model=MODEL, dim=16) as g:
+        g.enroll_many([f"e{i}" for i in range(40)], x)
+    ran: list[str] = []
+    real = pg.candidate_statements
+
+    def spy(templates: int, k: int, ef_search: int | None = None):  # noqa: ANN202
+        out = real(templates, k, ef_search)
+        ran.extend(out[0])
+        return out
+
+    monkeypatch.setattr(pg, "candidate_statements", spy)
+    with Gallery.open(f"{pg_url}&ef_search=233", create=False) as g:
+        assert g.search(x[3], top_k=2)[0][0].name == "e3"
+        assert g.stats()["hnsw"]["ef_search"] == 233
+    assert "SET LOCAL hnsw.ef_search = 233" in ran
+
+
 def test_several_galleries_in_one_database_and_a_missing_one(pg_server) -> None:
     a, b = new_pg_url(pg_server), new_pg_url(pg_server)
     with pytest.raises(GalleryError, match="no gallery here"):
