@@ -249,6 +249,15 @@ def _query(pairs: list[tuple[str, str]]) -> str:
     return urllib.parse.urlencode(pairs, safe="/:,", quote_via=urllib.parse.quote)
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether an OperationalError means the connection is gone (client-side: no SQLSTATE; class 08,
+    connection exception; 57P01-57P03, the server shutting down or not accepting), rather than the server
+    refusing one statement on a live connection (out of memory, disk full, a statement timeout), which
+    a retry would only repeat and which must not be reported as a lost connection."""
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 def _one_line(exc: BaseException, password: str) -> str:
     """A driver error as one line, without the password."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
@@ -434,6 +443,8 @@ class PostgresGallery(Gallery):
             except psycopg_pool.PoolTimeout:
                 raise self._unreachable() from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not _connection_lost(exc):  # the server refused the statement: say why, no retry
+                    raise GalleryError(f"{self.path}: {_one_line(exc, self._loc.password)}") from None
                 if committing and write:
                     raise GalleryError(
                         f"{self.path}: the connection was lost while committing; the write may or may not "

@@ -507,3 +507,20 @@ def test_without_psycopg_one_line_says_what_to_install() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == EXIT_GALLERY, run.stderr
     assert run.stderr.strip().splitlines() == [f"error: {pg.INSTALL_HINT}"]
+
+
+def test_a_statement_the_server_refuses_is_reported_as_such_and_not_retried(pg_url: str) -> None:
+    """A server error on a live connection (here a statement timeout, an OperationalError like a lost
+    connection) is one line in the server's words, run once: not retried, not "lost the connection"."""
+    calls = []
+
+    def slow(conn):  # noqa: ANN001, ANN202
+        calls.append(1)
+        conn.execute("SET LOCAL statement_timeout = 50")
+        conn.execute("SELECT pg_sleep(2)")
+
+    with Gallery.open(pg_url, model=MODEL, dim=8) as g:
+        with pytest.raises(GalleryError, match="statement timeout") as err:
+            g._run(slow)
+        assert "lost the connection" not in str(err.value) and calls == [1]
+        assert g.stats()["templates"] == 0  # the pool's connection still works
