@@ -311,7 +311,7 @@ class DirectoryGallery(Gallery):
     def _build(self, kind: str, dim: int, n: int) -> VectorIndex:
         t0 = time.perf_counter()
         if kind != "flat":
-            self._note(f"{self.path}: building an IVF-PQ index of {n:,} templates (~1 min per million)")
+            self._note(f"{self.path}: building an IVF-PQ index of {n:,} templates (~30-60 s per million)")
         index = VectorIndex.build(kind, dim, self._store.vectors(None, dim))
         log.info("built %s index of %d templates in %.1f s", kind, index.ntotal, time.perf_counter() - t0)
         return index
