@@ -13,7 +13,7 @@ holds one template per synthetic identity, and a probe is a new draw of an enrol
 photo of an enrolled person). Random vectors are uniform on the sphere, with probes mixed to cosine
 0.85 with a gallery vector, as in ``gallery_search.py``. The graph is FAISS's ``IndexHNSWFlat`` with
 pgvector's construction (inner product, ``m`` links, ``ef_construction``); recall@1 is against exact
-search over the same vectors. The ``gallery ivfpq`` rows are the directory backend's own index
+search over the same vectors. The ``gallery ...`` rows are the directory backend's own index
 (:class:`facestyle.gallery.index.VectorIndex`, its list count, nprobe and exact re-scoring) as the
 gallery builds it at that size. ``own top-1`` is how often exact search itself puts the probe's identity
 first: below 1, the space is crowded, and the exact top-1 is often a near-tie of two strangers that
@@ -130,7 +130,7 @@ def real_split(people: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def pq_rescored_top1(gallery: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
     """Top-1 after the gallery's product quantiser (its codes, one list scanned whole) hands ``k``
-    candidates to exact re-scoring: the PQ part of the ``ivfpq`` layout without the IVF part."""
+    candidates to exact re-scoring: the code part of the gallery's IVF layout without the lists."""
     import faiss
 
     from facestyle.gallery.index import PQ_BITS, pq_subquantizers
