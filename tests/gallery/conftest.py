@@ -9,6 +9,7 @@ its own schema, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -59,6 +60,13 @@ def pg_server() -> Iterator:
         yield server
     finally:
         server.cleanup()
+        # pgserver stops only the postmaster it started: one restarted by a test (a live gallery under
+        # a server restart) would outlive the run, its data directory deleted under it.
+        if (data / "postmaster.pid").exists():
+            from pgserver._commands import pg_ctl
+
+            with contextlib.suppress(subprocess.SubprocessError):
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=server.system_user, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
 
 
